@@ -1,0 +1,110 @@
+//! Per-connection limits and timers.
+
+use std::time::Duration;
+
+/// What a connection does when its outbound queue passes
+/// [`Config::max_backpressure`] because the peer reads too slowly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BackpressurePolicy {
+    /// Discard what is still unsent and close with 1008 (policy violation).
+    /// The default: a client that cannot keep up is cut loose, so one slow
+    /// reader never holds memory or slows a broadcast.
+    #[default]
+    Close,
+    /// Refuse the message ([`crate::UsageError::Backpressure`]) and report
+    /// [`crate::Event::Dropped`]; the connection stays open.
+    Drop,
+}
+
+/// Limits and timers of one connection. Every limit bounds what a hostile
+/// or broken peer can make the connection hold or wait for.
+///
+/// ```
+/// use blaze_proto::Config;
+/// use std::time::Duration;
+/// let config = Config::default().max_message_size(64 * 1024).ping_interval(Some(Duration::from_secs(10)));
+/// assert_eq!(config.max_message_size, 64 * 1024);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest frame payload accepted. Default 1 MiB. Checked from the
+    /// header, before the payload is buffered; over it: close 1009.
+    pub max_frame_size: usize,
+    /// Largest message (all fragments together) accepted. Default 1 MiB;
+    /// over it: close 1009.
+    pub max_message_size: usize,
+    /// Silence on the connection after which a ping is sent. Default 30 s;
+    /// `None` turns heartbeats off.
+    pub ping_interval: Option<Duration>,
+    /// Time a ping may go unanswered (no bytes at all from the peer) before
+    /// the connection is declared dead. Default 60 s.
+    pub pong_timeout: Duration,
+    /// Time to wait for the peer's close frame after sending ours.
+    /// Default 5 s; bounds peers that never finish the close handshake.
+    pub close_timeout: Duration,
+    /// Time without any message, in either direction, after which the
+    /// connection is closed with 1000. Default `None` (no idle limit).
+    pub idle_timeout: Option<Duration>,
+    /// Bytes of unsent output a connection may queue. Default 1 MiB.
+    pub max_backpressure: usize,
+    /// What happens past `max_backpressure`. Default: close with 1008.
+    pub backpressure_policy: BackpressurePolicy,
+    /// Answer pings with pongs automatically. Default `true` (§5.5.2).
+    pub auto_pong: bool,
+    /// Seed of the masking-key generator (client role only). Drivers pass
+    /// a random seed; the core itself never draws randomness.
+    pub mask_seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_frame_size: 1 << 20,
+            max_message_size: 1 << 20,
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(60),
+            close_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+            max_backpressure: 1 << 20,
+            backpressure_policy: BackpressurePolicy::Close,
+            auto_pong: true,
+            mask_seed: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        impl Config {
+            $($(#[$doc])* pub fn $name(mut self, value: $ty) -> Self {
+                self.$name = value;
+                self
+            })*
+        }
+    };
+}
+
+setters! {
+    /// Sets `max_frame_size`.
+    max_frame_size: usize;
+    /// Sets `max_message_size`.
+    max_message_size: usize;
+    /// Sets `ping_interval` (`None` disables heartbeats).
+    ping_interval: Option<Duration>;
+    /// Sets `pong_timeout`.
+    pong_timeout: Duration;
+    /// Sets `close_timeout`.
+    close_timeout: Duration;
+    /// Sets `idle_timeout`.
+    idle_timeout: Option<Duration>;
+    /// Sets `max_backpressure`.
+    max_backpressure: usize;
+    /// Sets `backpressure_policy`.
+    backpressure_policy: BackpressurePolicy;
+    /// Sets `auto_pong`.
+    auto_pong: bool;
+    /// Sets `mask_seed`.
+    mask_seed: u64;
+}

@@ -1,0 +1,212 @@
+//! The queue of bytes waiting to be written, built for corking: small
+//! frames are appended to one growing buffer, shared frames (broadcasts,
+//! large payloads) are queued by reference, and the driver writes it all
+//! with one vectored write.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Unsent output: `chunks` in order, then `tail`. Frame boundaries are kept
+/// as absolute stream offsets so unsent frames can be discarded without
+/// cutting one that is half written.
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    /// Absolute offset (bytes ever queued) where each queued frame ends.
+    frame_ends: VecDeque<u64>,
+    queued_total: u64,
+    written_total: u64,
+    /// Where the last fully written frame ended.
+    completed_end: u64,
+}
+
+/// Frames smaller than this are copied into the tail buffer; larger ones
+/// are queued by reference (copying 16 KiB costs about what an iovec does).
+pub(crate) const COPY_THRESHOLD: usize = 16 * 1024;
+
+impl Outbound {
+    /// Unsent bytes.
+    pub(crate) fn len(&self) -> usize {
+        (self.queued_total - self.written_total) as usize
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued_total == self.written_total
+    }
+
+    /// Appends a frame with `encode`, which writes it to the tail buffer.
+    pub(crate) fn push_encoded(&mut self, encode: impl FnOnce(&mut BytesMut)) {
+        let before = self.tail.len();
+        encode(&mut self.tail);
+        self.end_frame((self.tail.len() - before) as u64);
+    }
+
+    /// Appends a frame whose header is encoded by `header` and whose payload
+    /// is shared, not copied.
+    pub(crate) fn push_with_shared_payload(&mut self, header: impl FnOnce(&mut BytesMut), payload: Bytes) {
+        let before = self.tail.len();
+        header(&mut self.tail);
+        let header_len = self.tail.len() - before;
+        self.seal_tail();
+        let len = payload.len();
+        if len > 0 {
+            self.chunks.push_back(payload);
+        }
+        self.end_frame((header_len + len) as u64);
+    }
+
+    /// Appends an already-encoded frame shared with other connections.
+    pub(crate) fn push_shared(&mut self, frame: Bytes) {
+        let len = frame.len() as u64;
+        if frame.len() < 256 {
+            // Tiny frames cost less copied than as an iovec of their own.
+            self.tail.extend_from_slice(&frame);
+        } else {
+            self.seal_tail();
+            self.chunks.push_back(frame);
+        }
+        self.end_frame(len);
+    }
+
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+    }
+
+    fn end_frame(&mut self, len: u64) {
+        self.queued_total += len;
+        self.frame_ends.push_back(self.queued_total);
+    }
+
+    /// Fills `out` with the unsent bytes in order; returns how many slices
+    /// it filled.
+    pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        let parts = self.chunks.iter().map(|c| &c[..]).chain(std::iter::once(&self.tail[..]));
+        let mut n = 0;
+        for part in parts.filter(|p| !p.is_empty()) {
+            if n == out.len() {
+                break;
+            }
+            out[n] = IoSlice::new(part);
+            n += 1;
+        }
+        n
+    }
+
+    /// The first unsent bytes, for drivers that write one slice at a time.
+    pub(crate) fn first_slice(&self) -> &[u8] {
+        self.chunks.front().map(|c| &c[..]).unwrap_or(&self.tail[..])
+    }
+
+    /// Marks `n` bytes as written.
+    pub(crate) fn advance(&mut self, mut n: usize) {
+        n = n.min(self.len());
+        self.written_total += n as u64;
+        while n > 0 {
+            match self.chunks.front_mut() {
+                Some(front) if front.len() <= n => {
+                    n -= front.len();
+                    self.chunks.pop_front();
+                }
+                Some(front) => {
+                    front.advance(n);
+                    n = 0;
+                }
+                None => {
+                    self.tail.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        while let Some(&end) = self.frame_ends.front().filter(|&&end| end <= self.written_total) {
+            self.completed_end = end;
+            self.frame_ends.pop_front();
+        }
+        if self.tail.is_empty() && self.tail.capacity() > 64 * 1024 {
+            // Do not let one burst pin a large buffer on an idle connection.
+            self.tail = BytesMut::new();
+        }
+    }
+
+    /// Drops every frame not yet started; a frame half written is kept
+    /// whole so the stream stays well framed. Returns the bytes dropped.
+    pub(crate) fn discard_unstarted(&mut self) -> usize {
+        // Frames are contiguous, so the front frame starts where the last
+        // fully written one ended.
+        let front_started = self.written_total > self.completed_end;
+        let keep_until = match self.frame_ends.front() {
+            Some(&end) if front_started => end,
+            _ => self.written_total,
+        };
+        let keep = (keep_until - self.written_total) as usize;
+        let dropped = self.len() - keep;
+        let mut kept = VecDeque::new();
+        let mut remaining = keep;
+        let tail = self.tail.split().freeze();
+        for mut part in self.chunks.drain(..).chain(std::iter::once(tail)) {
+            if remaining == 0 {
+                break;
+            }
+            part.truncate(remaining);
+            remaining -= part.len();
+            kept.push_back(part);
+        }
+        self.chunks = kept;
+        self.tail = BytesMut::new();
+        self.queued_total = keep_until;
+        self.frame_ends.retain(|&end| end <= keep_until);
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contents(out: &Outbound) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); 16];
+        let n = out.slices(&mut slices);
+        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn small_and_shared_frames_come_out_in_order() {
+        let mut out = Outbound::default();
+        out.push_encoded(|b| b.extend_from_slice(b"ab"));
+        out.push_shared(Bytes::from(vec![b'x'; 300]));
+        out.push_encoded(|b| b.extend_from_slice(b"cd"));
+        let mut expect = b"ab".to_vec();
+        expect.extend(vec![b'x'; 300]);
+        expect.extend(b"cd");
+        assert_eq!(contents(&out), expect);
+        out.advance(5);
+        assert_eq!(contents(&out), expect[5..]);
+        assert_eq!(out.len(), expect.len() - 5);
+    }
+
+    #[test]
+    fn discard_keeps_a_half_written_frame_whole() {
+        let mut out = Outbound::default();
+        out.push_encoded(|b| b.extend_from_slice(b"0123456789"));
+        out.push_encoded(|b| b.extend_from_slice(b"abcdef"));
+        out.advance(4);
+        let dropped = out.discard_unstarted();
+        assert_eq!(dropped, 6);
+        assert_eq!(contents(&out), b"456789");
+        out.push_encoded(|b| b.extend_from_slice(b"CLOSE"));
+        assert_eq!(contents(&out), b"456789CLOSE");
+    }
+
+    #[test]
+    fn discard_with_nothing_started_drops_everything() {
+        let mut out = Outbound::default();
+        out.push_shared(Bytes::from(vec![1u8; 1000]));
+        out.push_encoded(|b| b.extend_from_slice(b"x"));
+        assert_eq!(out.discard_unstarted(), 1001);
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,429 @@
+//! The server side of the handshake (RFC 6455 §4.2).
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::{Buf, BytesMut};
+
+use super::extensions::{parse_extensions, ExtensionOffer};
+use super::http::{HttpRequest, HttpResponse};
+use super::{accept_key, has_token, tokens};
+
+/// Bounds on what a client may send before its request is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandshakeLimits {
+    /// Bytes of request head (request line and headers). Default 16 KiB;
+    /// bounds the memory a slow or hostile client can pin. Over it: 431.
+    pub max_head_bytes: usize,
+    /// Number of header lines. Default 64. Over it: 431.
+    pub max_headers: usize,
+    /// Time from accepting the TCP connection to a complete request.
+    /// Default 10 s; bounds slowloris clients. Over it: 408, then close.
+    pub timeout: Duration,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> HandshakeLimits {
+        HandshakeLimits { max_head_bytes: 16 * 1024, max_headers: 64, timeout: Duration::from_secs(10) }
+    }
+}
+
+impl HandshakeLimits {
+    /// Sets `max_head_bytes`.
+    pub fn max_head_bytes(mut self, bytes: usize) -> Self {
+        self.max_head_bytes = bytes;
+        self
+    }
+    /// Sets `max_headers`.
+    pub fn max_headers(mut self, count: usize) -> Self {
+        self.max_headers = count;
+        self
+    }
+    /// Sets `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// Why a request could not be upgraded. Each variant renders as the HTTP
+/// response to send back ([`HandshakeError::to_response`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The bytes are not an HTTP/1.x request.
+    #[error("malformed HTTP request: {0}")]
+    Malformed(&'static str),
+    /// The request head is larger than `max_head_bytes`.
+    #[error("request head exceeds {0} bytes")]
+    HeadTooLarge(usize),
+    /// More header lines than `max_headers`.
+    #[error("more than {0} headers")]
+    TooManyHeaders(usize),
+    /// The request did not complete within the handshake timeout.
+    #[error("handshake timed out")]
+    Timeout,
+    /// §4.2.1 (1): the method must be GET.
+    #[error("method {0} is not GET")]
+    MethodNotGet(String),
+    /// §4.2.1 (1): HTTP/1.1 or later.
+    #[error("HTTP/1.{0} cannot upgrade")]
+    HttpVersion(u8),
+    /// §4.2.1 (2): a Host header is required.
+    #[error("missing Host header")]
+    MissingHost,
+    /// §4.2.1 (3), (4): no `Upgrade: websocket` with `Connection: upgrade`;
+    /// a plain HTTP request reached a WebSocket endpoint.
+    #[error("not a WebSocket upgrade request")]
+    NotUpgrade,
+    /// §4.2.1 (5): `Sec-WebSocket-Key` missing or not 16 bytes of base64.
+    #[error("missing or invalid Sec-WebSocket-Key")]
+    InvalidKey,
+    /// §4.2.1 (6): `Sec-WebSocket-Version` is not 13.
+    #[error("unsupported Sec-WebSocket-Version")]
+    UnsupportedVersion,
+}
+
+impl HandshakeError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            HandshakeError::HeadTooLarge(_) | HandshakeError::TooManyHeaders(_) => 431,
+            HandshakeError::Timeout => 408,
+            HandshakeError::MethodNotGet(_) => 405,
+            HandshakeError::NotUpgrade | HandshakeError::UnsupportedVersion => 426,
+            _ => 400,
+        }
+    }
+
+    /// The response to send before closing the connection. 426 carries
+    /// `Upgrade: websocket` and `Sec-WebSocket-Version: 13` (§4.4).
+    pub fn to_response(&self) -> HttpResponse {
+        let response = HttpResponse::text(self.status(), self.to_string());
+        match self {
+            HandshakeError::NotUpgrade | HandshakeError::UnsupportedVersion => response
+                .header("Upgrade", "websocket")
+                .header("Connection", "Upgrade")
+                .header("Sec-WebSocket-Version", "13"),
+            HandshakeError::MethodNotGet(_) => response.header("Allow", "GET"),
+            _ => response,
+        }
+    }
+}
+
+/// Reads one request head from a byte stream that arrives in pieces,
+/// within [`HandshakeLimits`].
+///
+/// ```
+/// use blaze_proto::handshake::{HandshakeLimits, RequestReader};
+/// use bytes::BytesMut;
+/// use std::time::Instant;
+///
+/// let reader = RequestReader::new(HandshakeLimits::default(), Instant::now());
+/// let mut buf = BytesMut::from(&b"GET /chat?room=1 HTTP/1.1\r\nHost: a\r\n"[..]);
+/// assert!(reader.read(&mut buf).unwrap().is_none());
+/// buf.extend_from_slice(b"\r\n");
+/// let request = reader.read(&mut buf).unwrap().unwrap();
+/// assert_eq!(request.path, "/chat");
+/// assert_eq!(request.query_param("room").as_deref(), Some("1"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct RequestReader {
+    limits: HandshakeLimits,
+    deadline: Instant,
+}
+
+impl RequestReader {
+    /// Starts reading a request on a connection accepted at `now`.
+    pub fn new(limits: HandshakeLimits, now: Instant) -> RequestReader {
+        RequestReader { limits, deadline: now + limits.timeout }
+    }
+
+    /// When the request must be complete.
+    pub fn poll_timeout(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Checks the deadline: past it, [`HandshakeError::Timeout`].
+    pub fn handle_timeout(&self, now: Instant) -> Result<(), HandshakeError> {
+        if now >= self.deadline {
+            Err(HandshakeError::Timeout)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Parses a request head from the front of `buf`, consuming it.
+    /// `Ok(None)` means more bytes are needed; bytes after the head (a
+    /// client's first frames, sent eagerly) stay in `buf`.
+    pub fn read(&self, buf: &mut BytesMut) -> Result<Option<HttpRequest>, HandshakeError> {
+        let mut headers = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+        let mut req = httparse::Request::new(&mut headers);
+        let status = match req.parse(buf) {
+            Ok(status) => status,
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(HandshakeError::TooManyHeaders(self.limits.max_headers))
+            }
+            Err(_) => return Err(HandshakeError::Malformed("invalid request head")),
+        };
+        let head_len = match status {
+            httparse::Status::Complete(n) => n,
+            httparse::Status::Partial => {
+                if buf.len() > self.limits.max_head_bytes {
+                    return Err(HandshakeError::HeadTooLarge(self.limits.max_head_bytes));
+                }
+                return Ok(None);
+            }
+        };
+        if head_len > self.limits.max_head_bytes {
+            return Err(HandshakeError::HeadTooLarge(self.limits.max_head_bytes));
+        }
+        let target = req.path.ok_or(HandshakeError::Malformed("no request target"))?;
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+            None => (target.to_owned(), None),
+        };
+        let request = HttpRequest {
+            method: req.method.unwrap_or_default().to_owned(),
+            path,
+            query,
+            version: req.version.unwrap_or(0),
+            headers: req
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect(),
+        };
+        buf.advance(head_len);
+        Ok(Some(request))
+    }
+}
+
+/// A request that passed every check of RFC 6455 §4.2.1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeRequest {
+    /// The whole request: method, path, query and headers, for routing,
+    /// guards and origin checks.
+    pub request: HttpRequest,
+    /// The `Sec-WebSocket-Key`, as sent.
+    pub key: String,
+    /// Subprotocols the client offered, in its order of preference.
+    pub protocols: Vec<String>,
+    /// Extensions the client offered (`permessage-deflate` and its parameters).
+    pub extensions: Vec<ExtensionOffer>,
+}
+
+impl UpgradeRequest {
+    /// Validates a request as a WebSocket upgrade (§4.2.1).
+    pub fn validate(request: HttpRequest) -> Result<UpgradeRequest, HandshakeError> {
+        let upgrade = request.header_all("upgrade").any(|v| has_token(v, "websocket"));
+        let connection = request.header_all("connection").any(|v| has_token(v, "upgrade"));
+        if !upgrade || !connection {
+            return Err(HandshakeError::NotUpgrade);
+        }
+        if request.method != "GET" {
+            return Err(HandshakeError::MethodNotGet(request.method.clone()));
+        }
+        if request.version < 1 {
+            return Err(HandshakeError::HttpVersion(request.version));
+        }
+        if request.header("host").is_none() {
+            return Err(HandshakeError::MissingHost);
+        }
+        if request.header("sec-websocket-version").map(str::trim) != Some("13") {
+            return Err(HandshakeError::UnsupportedVersion);
+        }
+        let key = request.header("sec-websocket-key").map(str::trim).ok_or(HandshakeError::InvalidKey)?;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(key).map_err(|_| HandshakeError::InvalidKey)?;
+        if decoded.len() != 16 {
+            return Err(HandshakeError::InvalidKey);
+        }
+        let key = key.to_owned();
+        let protocols =
+            request.header_all("sec-websocket-protocol").flat_map(tokens).map(str::to_owned).collect();
+        let extensions = request.header_all("sec-websocket-extensions").flat_map(parse_extensions).collect();
+        Ok(UpgradeRequest { request, key, protocols, extensions })
+    }
+
+    /// The subprotocol to use: the first of the server's `supported`, in
+    /// the server's order of preference, that the client offered.
+    pub fn select_protocol<'a>(&self, supported: &'a [String]) -> Option<&'a str> {
+        supported.iter().find(|s| self.protocols.iter().any(|p| p == *s)).map(String::as_str)
+    }
+
+    /// The 101 response completing the handshake (§4.2.2), naming the
+    /// chosen subprotocol and accepted extensions, if any.
+    pub fn accept(&self, protocol: Option<&str>, extensions: Option<&str>) -> HttpResponse {
+        let mut response = HttpResponse { status: 101, headers: Vec::with_capacity(5), body: Default::default() }
+            .header("Upgrade", "websocket")
+            .header("Connection", "Upgrade")
+            .header("Sec-WebSocket-Accept", accept_key(self.key.as_bytes()));
+        if let Some(protocol) = protocol {
+            response = response.header("Sec-WebSocket-Protocol", protocol);
+        }
+        if let Some(extensions) = extensions {
+            response = response.header("Sec-WebSocket-Extensions", extensions);
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    fn read(raw: &str) -> Result<Option<HttpRequest>, HandshakeError> {
+        RequestReader::new(HandshakeLimits::default(), Instant::now()).read(&mut BytesMut::from(raw.as_bytes()))
+    }
+
+    fn upgrade(raw: &str) -> Result<UpgradeRequest, HandshakeError> {
+        UpgradeRequest::validate(read(raw)?.expect("complete request"))
+    }
+
+    #[test]
+    fn rfc_example_request_is_accepted_with_the_rfc_accept_key() {
+        let up = upgrade(VALID).unwrap();
+        assert_eq!(up.protocols, ["chat", "superchat"]);
+        let response = up.accept(up.select_protocol(&["superchat".to_owned()]), None).to_bytes();
+        let text = std::str::from_utf8(&response).unwrap();
+        assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(text.contains("Sec-WebSocket-Protocol: superchat\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn request_split_at_every_byte_parses_the_same() {
+        let reader = RequestReader::new(HandshakeLimits::default(), Instant::now());
+        for cut in 0..VALID.len() {
+            let mut buf = BytesMut::from(&VALID.as_bytes()[..cut]);
+            assert_eq!(reader.read(&mut buf), Ok(None), "cut {cut}");
+            buf.extend_from_slice(&VALID.as_bytes()[cut..]);
+            assert!(reader.read(&mut buf).unwrap().is_some());
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn bytes_after_the_head_stay_in_the_buffer() {
+        let mut buf = BytesMut::from(VALID.as_bytes());
+        buf.extend_from_slice(b"\x81\x80");
+        RequestReader::new(HandshakeLimits::default(), Instant::now()).read(&mut buf).unwrap().unwrap();
+        assert_eq!(&buf[..], b"\x81\x80");
+    }
+
+    #[test]
+    fn upgrade_and_connection_tokens_are_case_insensitive_lists() {
+        let raw = VALID.replace("Upgrade: websocket", "upgrade: WebSocket").replace(
+            "Connection: Upgrade",
+            "connection: keep-alive, UPGRADE",
+        );
+        assert!(upgrade(&raw).is_ok());
+    }
+
+    #[test]
+    fn non_get_method_is_405() {
+        let err = upgrade(&VALID.replace("GET", "POST")).unwrap_err();
+        assert_eq!(err.status(), 405);
+    }
+
+    #[test]
+    fn http_1_0_is_rejected() {
+        assert_eq!(upgrade(&VALID.replace("HTTP/1.1", "HTTP/1.0")), Err(HandshakeError::HttpVersion(0)));
+    }
+
+    #[test]
+    fn missing_host_is_400() {
+        let err = upgrade(&VALID.replace("Host: server.example.com\r\n", "")).unwrap_err();
+        assert_eq!((err.clone(), err.status()), (HandshakeError::MissingHost, 400));
+    }
+
+    #[test]
+    fn plain_http_request_is_426_with_version_header() {
+        let err = upgrade("GET /chat HTTP/1.1\r\nHost: a\r\n\r\n").unwrap_err();
+        assert_eq!(err, HandshakeError::NotUpgrade);
+        let response = err.to_response().to_bytes();
+        let text = std::str::from_utf8(&response).unwrap();
+        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(text.contains("Sec-WebSocket-Version: 13\r\n"));
+    }
+
+    #[test]
+    fn wrong_version_is_426_with_version_header() {
+        let err = upgrade(&VALID.replace("Version: 13", "Version: 8")).unwrap_err();
+        assert_eq!(err, HandshakeError::UnsupportedVersion);
+        assert_eq!(err.status(), 426);
+        assert!(err.to_response().headers.iter().any(|(n, v)| n == "Sec-WebSocket-Version" && v == "13"));
+    }
+
+    #[test]
+    fn key_that_is_not_16_bytes_is_400() {
+        for key in ["", "not base64!", "dGhlIHNhbXBsZQ==", "dGhlIHNhbXBsZSBub25jZSBsb25nZXI="] {
+            let raw = VALID.replace("dGhlIHNhbXBsZSBub25jZQ==", key);
+            assert_eq!(upgrade(&raw), Err(HandshakeError::InvalidKey), "{key:?}");
+        }
+        let err = upgrade(&VALID.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "")).unwrap_err();
+        assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn oversized_head_is_431_even_before_it_completes() {
+        let reader = RequestReader::new(HandshakeLimits::default().max_head_bytes(100), Instant::now());
+        let mut buf = BytesMut::from(format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(200)).as_bytes());
+        let err = reader.read(&mut buf).unwrap_err();
+        assert_eq!(err.status(), 431);
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let reader = RequestReader::new(HandshakeLimits::default().max_headers(4), Instant::now());
+        let mut raw = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..10 {
+            raw.push_str(&format!("X-{i}: v\r\n"));
+        }
+        raw.push_str("\r\n");
+        assert_eq!(reader.read(&mut BytesMut::from(raw.as_bytes())), Err(HandshakeError::TooManyHeaders(4)));
+    }
+
+    #[test]
+    fn garbage_is_400() {
+        let err = read("\x16\x03\x01\x02\x00 not http\r\n\r\n").unwrap_err();
+        assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn handshake_deadline_is_enforced() {
+        let start = Instant::now();
+        let reader = RequestReader::new(HandshakeLimits::default().timeout(Duration::from_secs(2)), start);
+        assert_eq!(reader.poll_timeout(), start + Duration::from_secs(2));
+        assert!(reader.handle_timeout(start + Duration::from_secs(1)).is_ok());
+        let err = reader.handle_timeout(start + Duration::from_secs(2)).unwrap_err();
+        assert_eq!(err.status(), 408);
+    }
+
+    #[test]
+    fn subprotocol_choice_follows_server_preference_among_offers() {
+        let up = upgrade(VALID).unwrap();
+        let supported = ["superchat".to_owned(), "chat".to_owned()];
+        assert_eq!(up.select_protocol(&supported), Some("superchat"));
+        assert_eq!(up.select_protocol(&["mqtt".to_owned()]), None);
+    }
+
+    #[test]
+    fn extension_offers_are_parsed() {
+        let raw = VALID.replace(
+            "Sec-WebSocket-Version: 13\r\n",
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+        );
+        let up = upgrade(&raw).unwrap();
+        assert_eq!(up.extensions.len(), 1);
+        assert_eq!(up.extensions[0].name, "permessage-deflate");
+        assert_eq!(up.extensions[0].param("client_max_window_bits"), Some(None));
+    }
+}
