@@ -1,1 +1,43 @@
-//! placeholder
+//! # blaze-server: the runtime-independent half of Blaze
+//!
+//! Routing, the three handler styles, the connection handle, the broadcast
+//! hub, guards, rate limits, graceful shutdown and the client, written once
+//! over a small [`Runtime`]/[`Transport`]/[`Listener`] trio. The protocol
+//! itself lives in [`blaze_proto`]; the runtime adapters (`blaze-tokio`,
+//! `blaze-async-std`) implement the trio and re-export this API.
+//!
+//! Applications use an adapter crate, not this one directly.
+#![deny(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod app;
+mod client;
+mod config;
+mod driver;
+mod error;
+mod handler;
+mod hub;
+mod locals;
+mod outgoing;
+mod rate;
+mod request;
+mod router;
+pub mod runtime;
+mod serve;
+mod shutdown;
+mod socket;
+
+pub use app::{App, Group, RouteRef, ShutdownHandle};
+pub use client::{connect_with, ClientError, ClientOptions, WsUrl};
+pub use config::{OriginCheck, RateLimit, RateLimitAction, WsConfig};
+pub use error::{SendError, WsError};
+pub use handler::{Callbacks, Handler};
+pub use hub::ConnectionSummary;
+pub use locals::Extensions;
+pub use outgoing::{IntoMessage, IntoPrepared, Json};
+pub use request::{guard, Guard, HttpHandler, Request, Response};
+pub use runtime::{Accepted, BoxFuture, Listener, Runtime, Transport};
+pub use socket::{ConnInfo, WebSocket, WsStream};
+
+pub use blaze_proto::{BackpressurePolicy, CloseCode, ConnId, Message, PreparedMessage, Utf8Bytes};
+pub use bytes::Bytes;

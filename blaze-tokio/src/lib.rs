@@ -1,1 +1,118 @@
-//! placeholder
+//! # Blaze on tokio
+//!
+//! A WebSocket server framework: routes with path parameters, three
+//! handler styles, broadcast to paths and topics framed once, heartbeats,
+//! backpressure, guards, graceful shutdown, and a client.
+//!
+//! ```no_run
+//! use blaze_tokio::{App, Callbacks};
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let app = App::new();
+//!     app.ws("/chat", Callbacks::new()
+//!         .on_open(|ws| { let _ = ws.send("Welcome!"); })
+//!         .on_message(|ws, msg| { let _ = ws.broadcast(format!("{}: {msg}", ws.id())); }));
+//!     app.listen("127.0.0.1:8080").await
+//! }
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod tokio_rt;
+
+use std::future::Future;
+use std::io;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+pub use blaze_server::*;
+pub use tokio_rt::{Accept, TokioIo, TokioRuntime};
+
+use tokio_rt::ChannelListener;
+
+/// A Blaze application on tokio. Derefs to [`blaze_server::App`] for
+/// routes, broadcast and statistics; adds serving and background tasks.
+/// Cheap to clone: every clone is the same app.
+#[derive(Clone, Debug, Default)]
+pub struct App {
+    app: blaze_server::App,
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Deref for App {
+    type Target = blaze_server::App;
+    fn deref(&self) -> &blaze_server::App {
+        &self.app
+    }
+}
+
+impl App {
+    /// An app with no routes.
+    pub fn new() -> App {
+        App::default()
+    }
+
+    /// Binds `addr` and serves until Ctrl-C or [`blaze_server::App::shutdown`],
+    /// then shuts down gracefully.
+    pub async fn listen(&self, addr: impl tokio::net::ToSocketAddrs) -> io::Result<()> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!("listening on {}", listener.local_addr()?);
+        let shutdown = self.shutdown_handle();
+        let ctrl_c = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                shutdown.shutdown();
+            }
+        });
+        let result = self.serve(listener).await;
+        ctrl_c.abort();
+        result
+    }
+
+    /// Serves connections from any [`Accept`]or (a bound
+    /// `tokio::net::TcpListener`, a Unix listener, a TLS or turmoil wrapper)
+    /// until shutdown. Background tasks from [`App::spawn`] end with it.
+    pub async fn serve<A: Accept>(&self, listener: A) -> io::Result<()> {
+        let result = self.app.serve_with(TokioRuntime, ChannelListener::spawn(listener)).await;
+        for task in self.tasks.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            task.abort();
+        }
+        result
+    }
+
+    /// Runs a background task for the life of the server (a price ticker, a
+    /// cleanup loop); it is stopped when `serve` returns.
+    pub fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(future);
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle.abort_handle());
+    }
+}
+
+/// Sleeps without blocking a thread.
+pub async fn delay(duration: Duration) {
+    tokio::time::sleep(duration).await;
+}
+
+/// Connects to a WebSocket server at a `ws://` URL.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), blaze_tokio::ClientError> {
+/// let mut ws = blaze_tokio::connect("ws://127.0.0.1:9001/echo").await?;
+/// ws.send("hello").unwrap();
+/// let reply = ws.recv().await;
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: &str) -> Result<WsStream, ClientError> {
+    connect_with_options(url, ClientOptions::default()).await
+}
+
+/// Connects with subprotocols, headers and limits.
+pub async fn connect_with_options(url: &str, options: ClientOptions) -> Result<WsStream, ClientError> {
+    let url = WsUrl::parse(url)?;
+    let stream = tokio::net::TcpStream::connect((url.host.trim_matches(['[', ']']), url.port)).await?;
+    let _ = stream.set_nodelay(true);
+    blaze_server::connect_with(TokioRuntime, TokioIo(stream), &url, options).await
+}

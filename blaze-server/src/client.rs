@@ -1,0 +1,215 @@
+//! The client: connect to a WebSocket server and talk to it with the same
+//! message API as the server side ([`WsStream`]).
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+
+use blaze_proto::handshake::{ClientHandshake, ClientHandshakeError};
+use blaze_proto::{ConnId, Connection, Role};
+
+use crate::config::WsConfig;
+use crate::driver::{Driver, DriverLimits};
+use crate::handler::Handler;
+use crate::locals::Extensions;
+use crate::runtime::{read_buf, timeout, write_all, Runtime, Transport};
+use crate::socket::{ConnInfo, ConnInner, ConnShared, Inbox, WebSocket, WsStream};
+
+/// Why a connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL is not `ws://host[:port][/path]`.
+    #[error("invalid WebSocket URL: {0}")]
+    InvalidUrl(String),
+    /// Connecting or the handshake's I/O failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server's answer was not a valid 101 (a rejection carries its status).
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] ClientHandshakeError),
+    /// The handshake did not complete in time.
+    #[error("handshake timed out")]
+    Timeout,
+}
+
+/// A parsed `ws://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsUrl {
+    /// `host:port`, as sent in the Host header and used to connect.
+    pub authority: String,
+    /// The host.
+    pub host: String,
+    /// The port (80 if not given).
+    pub port: u16,
+    /// The path and query (`/chat?room=1`).
+    pub path: String,
+}
+
+impl WsUrl {
+    /// Parses `ws://host[:port][/path][?query]`. `wss://` needs a TLS
+    /// transport: connect one yourself and use `connect_with`.
+    pub fn parse(url: &str) -> Result<WsUrl, ClientError> {
+        let rest = url.strip_prefix("ws://").ok_or_else(|| ClientError::InvalidUrl(url.to_owned()))?;
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let path = if path.starts_with('?') { format!("/{path}") } else { path.to_owned() };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                (h.to_owned(), p.parse().map_err(|_| ClientError::InvalidUrl(url.to_owned()))?)
+            }
+            _ => (authority.to_owned(), 80),
+        };
+        if host.is_empty() {
+            return Err(ClientError::InvalidUrl(url.to_owned()));
+        }
+        Ok(WsUrl { authority: format!("{host}:{port}"), host, port, path })
+    }
+}
+
+/// Options for [`connect_with`]: subprotocols, headers, limits.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Subprotocols to offer, in order of preference.
+    pub protocols: Vec<String>,
+    /// Extra request headers (`Authorization`, `Origin`, ...).
+    pub headers: Vec<(String, String)>,
+    /// Limits and heartbeats (the server defaults; `ping_interval` is off
+    /// for clients by default, since servers ping).
+    pub config: WsConfig,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions { protocols: Vec::new(), headers: Vec::new(), config: WsConfig::default().ping_interval(None) }
+    }
+}
+
+impl ClientOptions {
+    /// Offers a subprotocol.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+
+    /// Adds a request header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets limits and heartbeats.
+    pub fn config(mut self, config: WsConfig) -> Self {
+        self.config = config;
+        self
+    }
+}
+
+/// 64 random bits from the OS-seeded hasher std keeps per process, mixed
+/// with a counter: enough for handshake keys and masking keys without a
+/// dependency.
+pub(crate) fn random_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
+}
+
+/// Performs the handshake over an already-connected transport and starts
+/// the connection on `rt`. Runtime adapters wrap this in `connect(url)`.
+pub async fn connect_with<R: Runtime, T: Transport>(
+    rt: R,
+    mut io: T,
+    url: &WsUrl,
+    options: ClientOptions,
+) -> Result<WsStream, ClientError> {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&random_u64().to_ne_bytes());
+    key[8..].copy_from_slice(&random_u64().to_ne_bytes());
+    let mut handshake = ClientHandshake::new(url.authority.clone(), url.path.clone(), key)
+        .protocols(options.protocols.iter().cloned());
+    for (name, value) in &options.headers {
+        handshake = handshake.header(name.clone(), value.clone());
+    }
+    let deadline = rt.now() + options.config.handshake_timeout;
+    let mut buf = BytesMut::with_capacity(1024);
+    let response = timeout(&rt, deadline, async {
+        write_all(&mut io, &handshake.request()).await?;
+        loop {
+            if let Some(response) = handshake.read_response(&mut buf)? {
+                return Ok::<_, ClientError>(response);
+            }
+            buf.reserve(1024);
+            if read_buf(&mut io, &mut buf).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+    })
+    .await
+    .ok_or(ClientError::Timeout)??;
+
+    let config = &options.config;
+    let shared = Arc::new(ConnShared {
+        id: ConnId(0),
+        info: ConnInfo {
+            path: url.path.clone(),
+            headers: response.headers,
+            protocol: response.protocol,
+            ..ConnInfo::default()
+        },
+        inner: Mutex::new(ConnInner {
+            conn: Connection::new(Role::Client, config.connection_config(random_u64()), rt.now()),
+            driver_waker: None,
+            pending_close: None,
+            pending_abort: false,
+            inbox: Some(Inbox::default()),
+        }),
+        locals: Mutex::new(Extensions::new()),
+        hub: None,
+        spawner: {
+            let rt = rt.clone();
+            Arc::new(move |future| rt.spawn(future))
+        },
+    });
+    let ws = WebSocket { shared };
+    let limits = DriverLimits::from_config(config);
+    let driver = Driver::new(rt.clone(), io, ws.clone(), Arc::new(ClientHandler), limits, buf);
+    rt.spawn(Box::pin(driver.run()));
+    Ok(WsStream::new(ws))
+}
+
+/// Feeds a client connection's messages to its [`WsStream`].
+struct ClientHandler;
+
+impl Handler for ClientHandler {
+    fn on_message(&self, ws: &WebSocket, text: blaze_proto::Utf8Bytes) {
+        crate::handler::push_inbox(ws, blaze_proto::Message::Text(text));
+    }
+    fn on_binary(&self, ws: &WebSocket, data: bytes::Bytes) {
+        crate::handler::push_inbox(ws, blaze_proto::Message::Binary(data));
+    }
+    fn on_close(&self, ws: &WebSocket, code: u16, reason: &str) {
+        crate::handler::close_inbox(ws, code, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse() {
+        let url = WsUrl::parse("ws://127.0.0.1:9001/chat?room=1").unwrap();
+        assert_eq!((url.host.as_str(), url.port, url.path.as_str()), ("127.0.0.1", 9001, "/chat?room=1"));
+        assert_eq!(WsUrl::parse("ws://example.com").unwrap().path, "/");
+        assert_eq!(WsUrl::parse("ws://h:1?x=1").unwrap().path, "/?x=1");
+        assert!(WsUrl::parse("http://h/").is_err());
+        assert!(WsUrl::parse("wss://h/").is_err());
+        assert!(WsUrl::parse("ws://h:notaport/").is_err());
+    }
+}

@@ -1,0 +1,220 @@
+//! WebSocket route configuration, with the knobs and defaults of the Go
+//! Blaze `DefaultWebSocketConfig`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blaze_proto::handshake::{HandshakeLimits, HttpRequest};
+use blaze_proto::BackpressurePolicy;
+
+/// Decides whether an upgrade request's `Origin` is allowed (rejected → 403).
+pub type OriginCheck = Arc<dyn Fn(&HttpRequest) -> bool + Send + Sync>;
+
+/// A token bucket: `per_second` messages on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained messages per second.
+    pub per_second: f64,
+    /// Messages allowed at once before the rate applies.
+    pub burst: u32,
+    /// What happens to a message over the limit.
+    pub action: RateLimitAction,
+}
+
+/// What a connection does with a message over its rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RateLimitAction {
+    /// Drop the message and send the client `{"type":"error","error":"rate limit exceeded"}`.
+    #[default]
+    ErrorMessage,
+    /// Close the connection with 1008 (policy violation).
+    Close,
+}
+
+/// Configuration of a WebSocket route. `Default` holds the defaults below.
+///
+/// ```
+/// use blaze_server::WsConfig;
+/// use std::time::Duration;
+/// let config = WsConfig::default()
+///     .max_message_size(64 * 1024)
+///     .ping_interval(Some(Duration::from_secs(10)))
+///     .subprotocols(["chat.v1"]);
+/// assert_eq!(config.pong_timeout, Duration::from_secs(60));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct WsConfig {
+    /// Initial read buffer per connection, in bytes. Default 4096. The
+    /// buffer is released while a connection is idle.
+    pub read_buffer_size: usize,
+    /// Bytes of output at which a connection's queue is written out even
+    /// mid-batch. Default 64 KiB.
+    pub write_buffer_size: usize,
+    /// Close a connection from which no byte arrives for this long.
+    /// Default `None` (heartbeats cover dead peers).
+    pub read_timeout: Option<Duration>,
+    /// Close a connection whose pending output makes no progress for this
+    /// long. Default 10 s.
+    pub write_timeout: Option<Duration>,
+    /// Silence after which the server pings. Default 30 s; `None` disables.
+    pub ping_interval: Option<Duration>,
+    /// Time a ping may go unanswered before the connection is dropped and
+    /// its `on_close` runs. Default 60 s.
+    pub pong_timeout: Duration,
+    /// Largest message accepted (close 1009 above). Default 1 MiB.
+    pub max_message_size: usize,
+    /// Largest frame accepted (close 1009 above). Default 1 MiB.
+    pub max_frame_size: usize,
+    /// Time allowed from TCP accept to a complete upgrade request. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Time to wait for the peer's answer to our close frame. Default 5 s.
+    pub close_timeout: Duration,
+    /// Close after this long without a message either way. Default `None`.
+    pub idle_timeout: Option<Duration>,
+    /// Subprotocols the route speaks, in order of preference.
+    pub subprotocols: Vec<String>,
+    /// Origin policy; `None` accepts any origin. Rejected requests get 403.
+    pub check_origin: Option<OriginCheck>,
+    /// Most live connections on this route; more get 503. Default `None`.
+    pub max_connections: Option<usize>,
+    /// Unsent bytes a connection may queue. Default 1 MiB.
+    pub max_backpressure: usize,
+    /// What happens past `max_backpressure`. Default: close with 1008.
+    pub backpressure_policy: BackpressurePolicy,
+    /// Per-connection message rate limit. Default `None`.
+    pub rate_limit: Option<RateLimit>,
+    /// Most connections from one IP address on this route; more get 429.
+    pub max_connections_per_ip: Option<usize>,
+    /// Most bytes in an upgrade request head (431 above). Default 16 KiB.
+    pub max_request_head: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> WsConfig {
+        WsConfig {
+            read_buffer_size: 4096,
+            write_buffer_size: 64 * 1024,
+            read_timeout: None,
+            write_timeout: Some(Duration::from_secs(10)),
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(60),
+            max_message_size: 1 << 20,
+            max_frame_size: 1 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+            subprotocols: Vec::new(),
+            check_origin: None,
+            max_connections: None,
+            max_backpressure: 1 << 20,
+            backpressure_policy: BackpressurePolicy::Close,
+            rate_limit: None,
+            max_connections_per_ip: None,
+            max_request_head: 16 * 1024,
+        }
+    }
+}
+
+impl fmt::Debug for WsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsConfig")
+            .field("ping_interval", &self.ping_interval)
+            .field("pong_timeout", &self.pong_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .field("max_backpressure", &self.max_backpressure)
+            .field("subprotocols", &self.subprotocols)
+            .field("check_origin", &self.check_origin.is_some())
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        impl WsConfig {
+            $($(#[$doc])* pub fn $name(mut self, value: $ty) -> Self {
+                self.$name = value;
+                self
+            })*
+        }
+    };
+}
+
+setters! {
+    /// Sets `read_buffer_size`.
+    read_buffer_size: usize;
+    /// Sets `write_buffer_size`.
+    write_buffer_size: usize;
+    /// Sets `read_timeout`.
+    read_timeout: Option<Duration>;
+    /// Sets `write_timeout`.
+    write_timeout: Option<Duration>;
+    /// Sets `ping_interval`.
+    ping_interval: Option<Duration>;
+    /// Sets `pong_timeout`.
+    pong_timeout: Duration;
+    /// Sets `max_message_size`.
+    max_message_size: usize;
+    /// Sets `max_frame_size`.
+    max_frame_size: usize;
+    /// Sets `handshake_timeout`.
+    handshake_timeout: Duration;
+    /// Sets `close_timeout`.
+    close_timeout: Duration;
+    /// Sets `idle_timeout`.
+    idle_timeout: Option<Duration>;
+    /// Sets `max_connections`.
+    max_connections: Option<usize>;
+    /// Sets `max_backpressure`.
+    max_backpressure: usize;
+    /// Sets `backpressure_policy`.
+    backpressure_policy: BackpressurePolicy;
+    /// Sets `rate_limit`.
+    rate_limit: Option<RateLimit>;
+    /// Sets `max_connections_per_ip`.
+    max_connections_per_ip: Option<usize>;
+    /// Sets `max_request_head`.
+    max_request_head: usize;
+}
+
+impl WsConfig {
+    /// Sets the subprotocols, in order of preference.
+    pub fn subprotocols<I: IntoIterator<Item = S>, S: Into<String>>(mut self, protocols: I) -> Self {
+        self.subprotocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the origin check.
+    pub fn check_origin(mut self, check: impl Fn(&HttpRequest) -> bool + Send + Sync + 'static) -> Self {
+        self.check_origin = Some(Arc::new(check));
+        self
+    }
+
+    /// Accepts only requests whose `Origin` is one of `origins` (or that
+    /// have no `Origin`, as non-browser clients send none).
+    pub fn allowed_origins<I: IntoIterator<Item = S>, S: Into<String>>(self, origins: I) -> Self {
+        let origins: Vec<String> = origins.into_iter().map(Into::into).collect();
+        self.check_origin(move |req| req.header("origin").map_or(true, |o| origins.iter().any(|a| a == o)))
+    }
+
+    /// The protocol core's configuration for a connection.
+    pub(crate) fn connection_config(&self, mask_seed: u64) -> blaze_proto::Config {
+        blaze_proto::Config::default()
+            .max_frame_size(self.max_frame_size)
+            .max_message_size(self.max_message_size)
+            .ping_interval(self.ping_interval)
+            .pong_timeout(self.pong_timeout)
+            .close_timeout(self.close_timeout)
+            .idle_timeout(self.idle_timeout)
+            .max_backpressure(self.max_backpressure)
+            .backpressure_policy(self.backpressure_policy)
+            .mask_seed(mask_seed)
+    }
+
+    pub(crate) fn handshake_limits(&self) -> HandshakeLimits {
+        HandshakeLimits::default().max_head_bytes(self.max_request_head).timeout(self.handshake_timeout)
+    }
+}

@@ -1,0 +1,336 @@
+//! Drives one connection: moves bytes between a [`Transport`] and the
+//! protocol core, runs the handler for each event and sleeps until the
+//! core's next deadline. Written once for every runtime.
+//!
+//! Speed comes from batching: one read hands the core every frame it
+//! holds, the handler's replies queue up, and everything queued (echoes,
+//! pongs, broadcast frames) leaves in one vectored write.
+
+use std::io::IoSlice;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use blaze_proto::{CloseCause, CloseCode, Event, Message};
+
+use crate::config::{RateLimit, RateLimitAction};
+use crate::error::WsError;
+use crate::handler::{panic_message, Handler};
+use crate::rate::TokenBucket;
+use crate::runtime::{shutdown, BoxFuture, Runtime, Transport};
+use crate::socket::{WebSocket, INBOX_LIMIT};
+
+/// Read-dispatch-write rounds per poll before yielding, so one busy client
+/// cannot starve the others on its worker thread.
+const ROUNDS_PER_POLL: usize = 16;
+/// Slices per vectored write (Linux takes up to 1024; 64 covers any batch
+/// worth one syscall).
+const MAX_IOVECS: usize = 64;
+
+/// Limits the driver enforces itself (the core's are in its `Config`).
+#[derive(Debug, Clone)]
+pub(crate) struct DriverLimits {
+    pub(crate) read_buffer_size: usize,
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+    pub(crate) close_timeout: Duration,
+    pub(crate) rate_limit: Option<RateLimit>,
+}
+
+pub(crate) struct Driver<R: Runtime, T: Transport> {
+    rt: R,
+    io: T,
+    ws: WebSocket,
+    handler: Arc<dyn Handler>,
+    limits: DriverLimits,
+    read_buf: BytesMut,
+    read_closed: bool,
+    sleep: Option<(Instant, BoxFuture<()>)>,
+    events: Vec<Event>,
+    rate: Option<TokenBucket>,
+    last_read: Instant,
+    write_stalled_since: Option<Instant>,
+    closed_at: Option<Instant>,
+}
+
+impl<R: Runtime, T: Transport> Driver<R, T> {
+    /// A driver for a connection whose first bytes (sent right after the
+    /// handshake) may already be in `read_buf`.
+    pub(crate) fn new(
+        rt: R,
+        io: T,
+        ws: WebSocket,
+        handler: Arc<dyn Handler>,
+        limits: DriverLimits,
+        read_buf: BytesMut,
+    ) -> Self {
+        let now = rt.now();
+        let rate = limits.rate_limit.map(|l| TokenBucket::new(l.per_second, l.burst, now));
+        Driver {
+            rt,
+            io,
+            ws,
+            handler,
+            limits,
+            read_buf,
+            read_closed: false,
+            sleep: None,
+            events: Vec::new(),
+            rate,
+            last_read: now,
+            write_stalled_since: None,
+            closed_at: None,
+        }
+    }
+
+    /// Runs the connection to its end: `on_open`, every event, `on_close`.
+    pub(crate) async fn run(mut self) {
+        self.call(|h, ws| h.on_open(ws));
+        if !self.read_buf.is_empty() {
+            let now = self.rt.now();
+            let mut buf = std::mem::take(&mut self.read_buf);
+            self.ws.shared.lock().conn.handle_read(&mut buf, now);
+            self.read_buf = buf;
+        }
+        std::future::poll_fn(|cx| self.poll(cx)).await;
+        let deadline = self.rt.now() + Duration::from_secs(1);
+        shutdown(&self.rt, &mut self.io, deadline).await;
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..ROUNDS_PER_POLL {
+            let now = self.rt.now();
+            let mut progress = self.apply_commands_and_timers(cx, now);
+            progress |= self.read(cx, now);
+            progress |= self.dispatch_events(now);
+            progress |= self.write(cx, now);
+            if self.ws.shared.lock().conn.is_finished() {
+                return Poll::Ready(());
+            }
+            if self.enforce_driver_deadlines(now) {
+                continue;
+            }
+            if progress {
+                continue;
+            }
+            match self.poll_sleep(cx, now) {
+                Poll::Ready(()) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // Budget spent with input still coming: yield, and come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Registers our waker for other tasks' sends, applies a close asked
+    /// for by a handle, and fires the core's due deadlines.
+    fn apply_commands_and_timers(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let mut inner = self.ws.shared.lock();
+        if !inner.driver_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            inner.driver_waker = Some(cx.waker().clone());
+        }
+        let mut progress = false;
+        if std::mem::take(&mut inner.pending_abort) {
+            inner.conn.handle_eof();
+            self.read_closed = true;
+            progress = true;
+        }
+        if let Some((code, reason)) = inner.pending_close.take() {
+            let _ = inner.conn.close(code, &reason, now);
+            progress = true;
+        }
+        if inner.conn.poll_timeout().is_some_and(|at| at <= now) {
+            inner.conn.handle_timeout(now);
+            progress = true;
+        }
+        progress
+    }
+
+    /// Reads once and hands the core every complete frame the read holds.
+    /// Returns whether anything was read.
+    fn read(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        if self.read_closed || self.inbox_full() {
+            return false;
+        }
+        if self.read_buf.capacity() - self.read_buf.len() < self.limits.read_buffer_size / 2 {
+            self.read_buf.reserve(self.limits.read_buffer_size);
+        }
+        match self.io.poll_read_buf(cx, &mut self.read_buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                self.read_closed = true;
+                self.ws.shared.lock().conn.handle_eof();
+                true
+            }
+            Poll::Ready(Ok(_)) => {
+                self.last_read = now;
+                self.ws.shared.lock().conn.handle_read(&mut self.read_buf, now);
+                true
+            }
+            Poll::Pending => {
+                if self.read_buf.is_empty() {
+                    // An idle connection holds no read buffer.
+                    self.read_buf = BytesMut::new();
+                }
+                false
+            }
+        }
+    }
+
+    fn inbox_full(&self) -> bool {
+        self.ws.shared.lock().inbox.as_ref().is_some_and(|i| i.queue.len() >= INBOX_LIMIT)
+    }
+
+    /// Hands every pending event to the handler, outside the lock so the
+    /// handler can send.
+    fn dispatch_events(&mut self, now: Instant) -> bool {
+        {
+            let mut inner = self.ws.shared.lock();
+            while let Some(event) = inner.conn.poll_event() {
+                self.events.push(event);
+            }
+        }
+        if self.events.is_empty() {
+            return false;
+        }
+        let mut events = std::mem::take(&mut self.events);
+        for event in events.drain(..) {
+            match event {
+                Event::Message(message) => self.on_message(message, now),
+                Event::Dropped { len } => self.call(|h, ws| h.on_error(ws, &WsError::Dropped { len })),
+                Event::Closed(info) => {
+                    self.closed_at = Some(now);
+                    if let Some(hub) = &self.ws.shared.hub {
+                        hub.unregister(self.ws.id());
+                    }
+                    if let CloseCause::Protocol(err) = &info.cause {
+                        let err = WsError::Protocol(err.clone());
+                        self.call(|h, ws| h.on_error(ws, &err));
+                    }
+                    tracing::debug!(id = %self.ws.id(), code = info.code.0, cause = ?info.cause, "connection closed");
+                    self.call(|h, ws| h.on_close(ws, info.code.0, &info.reason));
+                }
+                Event::Ping(_) | Event::Pong(_) => {}
+                _ => {}
+            }
+        }
+        self.events = events;
+        true
+    }
+
+    fn on_message(&mut self, message: Message, now: Instant) {
+        if let Some(bucket) = &mut self.rate {
+            if !bucket.take(now) {
+                let action = self.limits.rate_limit.map(|l| l.action).unwrap_or_default();
+                self.call(|h, ws| h.on_error(ws, &WsError::RateLimited));
+                match action {
+                    RateLimitAction::Close => {
+                        let _ = self.ws.shared.lock().conn.close(CloseCode::POLICY_VIOLATION, "rate limit exceeded", now);
+                    }
+                    _ => {
+                        let _ = self.ws.send_json(&serde_json::json!({"type": "error", "error": "rate limit exceeded"}));
+                    }
+                }
+                return;
+            }
+        }
+        match message {
+            Message::Text(text) => self.call(|h, ws| h.on_message(ws, text)),
+            Message::Binary(data) => self.call(|h, ws| h.on_binary(ws, data)),
+        }
+    }
+
+    /// Runs a handler method, catching a panic: the connection is closed
+    /// with 1011 and the server goes on.
+    fn call(&self, f: impl FnOnce(&dyn Handler, &WebSocket)) {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(&*self.handler, &self.ws)));
+        if let Err(panic) = result {
+            let message = panic_message(&*panic);
+            tracing::error!(id = %self.ws.id(), "handler panicked: {message}");
+            let now = self.rt.now();
+            let _ = self.ws.shared.lock().conn.close(CloseCode::INTERNAL_ERROR, "internal error", now);
+            let error = WsError::HandlerPanicked(message);
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| self.handler.on_error(&self.ws, &error)));
+        }
+    }
+
+    /// Writes everything queued, as few syscalls as the socket allows.
+    fn write(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let mut progress = false;
+        let shared = self.ws.shared.clone();
+        let mut inner = shared.lock();
+        while inner.conn.wants_write() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = inner.conn.transmit_slices(&mut slices);
+            match self.io.poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    inner.conn.advance_transmit(n);
+                    self.write_stalled_since = None;
+                    progress = true;
+                }
+                Poll::Ready(_) => {
+                    // Write error or zero-length write: the peer is gone.
+                    inner.conn.handle_eof();
+                    self.read_closed = true;
+                    return true;
+                }
+                Poll::Pending => {
+                    self.write_stalled_since.get_or_insert(now);
+                    return progress;
+                }
+            }
+        }
+        if progress {
+            let _ = self.io.poll_flush(cx);
+        }
+        progress
+    }
+
+    /// The deadlines the driver keeps itself: read and write timeouts, and
+    /// the bound on flushing the last bytes after close. Returns whether
+    /// one fired.
+    fn enforce_driver_deadlines(&mut self, now: Instant) -> bool {
+        if self.driver_deadline().is_some_and(|at| at <= now) {
+            self.read_closed = true;
+            self.ws.shared.lock().conn.handle_eof();
+            return true;
+        }
+        false
+    }
+
+    fn driver_deadline(&self) -> Option<Instant> {
+        let read = self.limits.read_timeout.filter(|_| !self.read_closed).map(|t| self.last_read + t);
+        let write = self.write_stalled_since.zip(self.limits.write_timeout).map(|(since, t)| since + t);
+        let flush = self.closed_at.map(|at| at + self.limits.close_timeout);
+        [read, write, flush].into_iter().flatten().min()
+    }
+
+    /// Sleeps until the earliest deadline. The sleep is re-armed only when
+    /// a deadline moves earlier; one that moved later is re-checked when
+    /// the sleep fires (heartbeat deadlines move on every read).
+    fn poll_sleep(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<()> {
+        let core = self.ws.shared.lock().conn.poll_timeout();
+        let Some(deadline) = [core, self.driver_deadline()].into_iter().flatten().min() else {
+            self.sleep = None;
+            return Poll::Pending;
+        };
+        if deadline <= now {
+            return Poll::Ready(());
+        }
+        let rearm = self.sleep.as_ref().map_or(true, |(at, _)| deadline < *at);
+        if rearm {
+            self.sleep = Some((deadline, self.rt.sleep_until(deadline)));
+        }
+        let (_, sleep) = self.sleep.as_mut().expect("armed above");
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.sleep = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Errors a handler sees.
+
+use blaze_proto::{ProtocolError, UsageError};
+
+/// Something went wrong on a connection; passed to `on_error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WsError {
+    /// The peer broke the protocol; the connection is closing with the
+    /// matching code.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A text message was not the JSON the handler expects. The client was
+    /// told; the connection stays open.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// A message for this client was dropped: its outbound queue is over
+    /// `max_backpressure` and the policy drops.
+    #[error("message of {len} bytes dropped: client is not reading")]
+    Dropped {
+        /// The dropped message's size.
+        len: usize,
+    },
+    /// The client sent messages faster than its rate limit.
+    #[error("rate limit exceeded")]
+    RateLimited,
+    /// A handler panicked; the connection is closing with 1011.
+    #[error("handler panicked: {0}")]
+    HandlerPanicked(String),
+    /// Reading or writing the socket failed.
+    #[error("transport error: {0}")]
+    Io(String),
+}
+
+/// Why a send did not queue a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is closing or closed.
+    #[error("connection is closed")]
+    Closed,
+    /// The client's outbound queue is full (see `max_backpressure`).
+    #[error("client is not reading; outbound queue full")]
+    Backpressure,
+    /// The value could not be serialized.
+    #[error("serialization failed: {0}")]
+    Json(String),
+    /// A control payload over 125 bytes, or an unsendable close code.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+impl From<UsageError> for SendError {
+    fn from(err: UsageError) -> SendError {
+        match err {
+            UsageError::Closed => SendError::Closed,
+            UsageError::Backpressure => SendError::Backpressure,
+            UsageError::Json(e) => SendError::Json(e),
+            other => SendError::Invalid(other.to_string()),
+        }
+    }
+}

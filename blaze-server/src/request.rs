@@ -1,0 +1,93 @@
+//! The request a guard or a plain HTTP route sees.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use blaze_proto::handshake::HttpResponse;
+
+use crate::locals::Extensions;
+
+/// An HTTP response: what plain routes return and guards reject with.
+pub type Response = HttpResponse;
+
+/// An HTTP request: an upgrade request seen by a guard, or a plain request
+/// to an `app.get`/`app.post` route.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The method (`GET`).
+    pub method: String,
+    /// The path, without the query string.
+    pub path: String,
+    /// Path parameters captured by the route (`:room_id`).
+    pub params: Vec<(String, String)>,
+    /// Query parameters, percent-decoded.
+    pub query: Vec<(String, String)>,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The client's address.
+    pub remote_addr: Option<SocketAddr>,
+    /// The server's address.
+    pub local_addr: Option<SocketAddr>,
+    /// The body (plain routes; empty for upgrade requests).
+    pub body: Bytes,
+}
+
+impl Request {
+    /// A header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A path parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A query parameter, percent-decoded.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A bearer token from `Authorization: Bearer ...` or, for browsers
+    /// (which cannot set headers on a WebSocket), the `token` query parameter.
+    pub fn bearer_token(&self) -> Option<&str> {
+        self.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).or_else(|| self.query("token"))
+    }
+
+    /// The body as UTF-8 text.
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.body).ok()
+    }
+
+    /// The body parsed as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+/// A check run on an upgrade request before the handshake. It accepts by
+/// returning `Ok(())`, optionally storing typed data in the connection's
+/// locals (read with [`crate::WebSocket::local`]), or rejects with a
+/// response (401, 403, 429, ...). Guards run in the order they were added.
+///
+/// ```
+/// use blaze_server::{guard, Response};
+/// #[derive(Clone)]
+/// struct User(String);
+/// let auth = guard(|req, locals| match req.bearer_token() {
+///     Some("secret") => { locals.insert(User("ann".into())); Ok(()) }
+///     _ => Err(Response::text(401, "missing or bad token")),
+/// });
+/// ```
+pub type Guard = Arc<dyn Fn(&Request, &mut Extensions) -> Result<(), Response> + Send + Sync>;
+
+/// Makes a [`Guard`] from a closure.
+pub fn guard(f: impl Fn(&Request, &mut Extensions) -> Result<(), Response> + Send + Sync + 'static) -> Guard {
+    Arc::new(f)
+}
+
+/// A plain HTTP route's handler.
+pub type HttpHandler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;

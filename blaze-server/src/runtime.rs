@@ -1,0 +1,96 @@
+//! What a runtime adapter provides: a clock, timers and task spawning
+//! ([`Runtime`]), byte streams ([`Transport`]) and listeners ([`Listener`]).
+//! Each adapter implements these in about a hundred lines; everything
+//! else is shared.
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Clock, timers and tasks of an async runtime.
+///
+/// The clock is the runtime's own, so tokio's paused time and turmoil's
+/// simulated time drive every deadline of the protocol core.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// The runtime's notion of now.
+    fn now(&self) -> Instant;
+    /// A future that completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
+    /// Runs a future as an independent task.
+    fn spawn(&self, future: BoxFuture<()>);
+}
+
+/// A byte stream: TCP, TLS, a Unix socket or a simulated connection.
+pub trait Transport: Send + Unpin + 'static {
+    /// Reads into the spare capacity of `buf`, appending; `Ok(0)` is end of
+    /// stream. The caller reserves capacity first.
+    fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>>;
+    /// Writes from several buffers at once (one syscall for many frames).
+    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>>;
+    /// Flushes buffered output (TLS streams buffer; TCP does not).
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Shuts down the write half (sends FIN).
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+/// A connection accepted by a [`Listener`].
+#[derive(Debug)]
+pub struct Accepted<T> {
+    /// The stream.
+    pub io: T,
+    /// The peer's address, if the transport has one.
+    pub remote_addr: Option<SocketAddr>,
+    /// Our address, if the transport has one.
+    pub local_addr: Option<SocketAddr>,
+}
+
+/// A source of incoming connections.
+pub trait Listener: Send + 'static {
+    /// The stream type it yields.
+    type Io: Transport;
+    /// Accepts the next connection.
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<Self::Io>>>;
+}
+
+/// Waits for `future` or `deadline`, whichever comes first; `None` on timeout.
+pub(crate) async fn timeout<R: Runtime, F: Future>(rt: &R, deadline: Instant, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut sleep = rt.sleep_until(deadline);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        sleep.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// Reads once into `buf`.
+pub(crate) async fn read_buf<T: Transport>(io: &mut T, buf: &mut BytesMut) -> io::Result<usize> {
+    std::future::poll_fn(|cx| io.poll_read_buf(cx, buf)).await
+}
+
+/// Writes all of `data`.
+pub(crate) async fn write_all<T: Transport>(io: &mut T, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = std::future::poll_fn(|cx| io.poll_write_vectored(cx, &[IoSlice::new(data)])).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n..];
+    }
+    std::future::poll_fn(|cx| io.poll_flush(cx)).await
+}
+
+/// Shuts the stream down, giving up after `deadline`.
+pub(crate) async fn shutdown<R: Runtime, T: Transport>(rt: &R, io: &mut T, deadline: Instant) {
+    let _ = timeout(rt, deadline, std::future::poll_fn(|cx| io.poll_shutdown(cx))).await;
+}

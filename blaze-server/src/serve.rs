@@ -1,0 +1,319 @@
+//! Serving: the accept loop, the HTTP phase of each connection (request,
+//! routing, guards, limits, the 101), and graceful shutdown.
+
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use blaze_proto::handshake::{HandshakeError, HttpRequest, RequestReader, UpgradeRequest};
+use blaze_proto::{CloseCode, Connection, Role};
+
+use crate::app::{App, Route, RouteKind};
+use crate::driver::{Driver, DriverLimits};
+use crate::hub::AdmitError;
+use crate::locals::Extensions;
+use crate::request::{Request, Response};
+use crate::runtime::{read_buf, shutdown, timeout, write_all, Accepted, Listener, Runtime, Transport};
+use crate::socket::{ConnInfo, ConnInner, ConnShared, Spawner, WebSocket};
+
+/// Largest body a plain HTTP route accepts (413 above).
+const MAX_HTTP_BODY: usize = 1 << 20;
+
+/// Tasks still running for this server (handshakes and connections), so
+/// shutdown can wait for every `on_close`.
+#[derive(Debug, Default)]
+pub(crate) struct TaskCount(AtomicUsize);
+
+struct TaskGuard(Arc<TaskCount>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl App {
+    /// Serves connections from `listener` on runtime `rt` until
+    /// [`App::shutdown`] is called, then drains gracefully. Runtime
+    /// adapters call this; applications call the adapter's `serve`.
+    pub async fn serve_with<R: Runtime, L: Listener>(&self, rt: R, mut listener: L) -> std::io::Result<()> {
+        let tasks = Arc::new(TaskCount::default());
+        let spawner: Spawner = {
+            let rt = rt.clone();
+            Arc::new(move |future| rt.spawn(future))
+        };
+        loop {
+            let accepted = poll_fn(|cx| {
+                if self.inner.shutdown.is_triggered() {
+                    return Poll::Ready(None);
+                }
+                // Register for the shutdown signal before polling accept.
+                let mut wait = std::pin::pin!(self.inner.shutdown.wait());
+                if wait.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                listener.poll_accept(cx).map(Some)
+            })
+            .await;
+            match accepted {
+                None => break,
+                Some(Ok(accepted)) => {
+                    tasks.0.fetch_add(1, Ordering::SeqCst);
+                    let guard = TaskGuard(tasks.clone());
+                    let app = self.clone();
+                    let task_rt = rt.clone();
+                    let spawner = spawner.clone();
+                    rt.spawn(Box::pin(async move {
+                        let _guard = guard;
+                        handle_connection(app, task_rt, spawner, accepted).await;
+                    }));
+                }
+                Some(Err(err)) => {
+                    // Out of file descriptors and the like: back off briefly
+                    // instead of spinning; the listener stays open.
+                    tracing::warn!("accept failed: {err}");
+                    rt.sleep_until(rt.now() + Duration::from_millis(20)).await;
+                }
+            }
+        }
+        drop(listener);
+        self.drain(&rt, &tasks).await;
+        self.inner.shutdown.reset();
+        Ok(())
+    }
+
+    /// Closes every connection with 1001 and waits (up to the drain
+    /// timeout) for each to finish and run its `on_close`.
+    async fn drain<R: Runtime>(&self, rt: &R, tasks: &TaskCount) {
+        let drain_timeout = *self.inner.drain_timeout.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tracing::info!(connections = self.total_connections(), "shutting down");
+        for ws in self.inner.hub.all() {
+            let _ = ws.close(CloseCode::GOING_AWAY, "server shutting down");
+        }
+        let deadline = rt.now() + drain_timeout;
+        while tasks.0.load(Ordering::SeqCst) > 0 && rt.now() < deadline {
+            rt.sleep_until(rt.now() + Duration::from_millis(5)).await;
+        }
+        // Clients that never answered: drop them (their on_close still runs).
+        for ws in self.inner.hub.all() {
+            ws.shared.with_conn(|inner| inner.pending_abort = true);
+        }
+        let hard_deadline = rt.now() + Duration::from_secs(1);
+        while tasks.0.load(Ordering::SeqCst) > 0 && rt.now() < hard_deadline {
+            rt.sleep_until(rt.now() + Duration::from_millis(5)).await;
+        }
+    }
+}
+
+async fn handle_connection<R: Runtime, T: Transport>(app: App, rt: R, spawner: Spawner, accepted: Accepted<T>) {
+    let Accepted { mut io, remote_addr, local_addr } = accepted;
+    let config = app.current_config();
+    let reader = RequestReader::new(config.handshake_limits(), rt.now());
+    let mut buf = BytesMut::with_capacity(1024);
+    let request = loop {
+        match reader.read(&mut buf) {
+            Ok(Some(request)) => break request,
+            Ok(None) => {}
+            Err(err) => return reject(&rt, &mut io, err.to_response()).await,
+        }
+        buf.reserve(1024);
+        match timeout(&rt, reader.poll_timeout(), read_buf(&mut io, &mut buf)).await {
+            None => return reject(&rt, &mut io, HandshakeError::Timeout.to_response()).await,
+            Some(Ok(0)) | Some(Err(_)) => return,
+            Some(Ok(_)) => {}
+        }
+    };
+    let is_upgrade = request.header_all("upgrade").any(|v| v.to_ascii_lowercase().contains("websocket"));
+    let routes = app.read_routes();
+    let mut path_matched = false;
+    let mut ws_route = None;
+    let mut http_route = None;
+    for route in &routes {
+        let Some(params) = route.pattern.matches(&request.path) else { continue };
+        path_matched = true;
+        match &route.kind {
+            RouteKind::Ws { .. } if ws_route.is_none() => ws_route = Some((route.clone(), params)),
+            RouteKind::Http { method, .. } if *method == request.method && http_route.is_none() => {
+                http_route = Some((route.clone(), params))
+            }
+            _ => {}
+        }
+    }
+    let ctx = Ctx { remote_addr, local_addr };
+    match (ws_route, http_route) {
+        (Some((route, params)), _) if is_upgrade => {
+            upgrade(app, rt, spawner, io, buf, request, &route, params, ctx).await
+        }
+        (_, Some((route, params))) => serve_http(&rt, io, buf, request, &route, params, ctx, &reader).await,
+        // A WebSocket route asked for without an upgrade: 426.
+        (Some((route, params)), None) => upgrade(app, rt, spawner, io, buf, request, &route, params, ctx).await,
+        (None, None) if path_matched => reject(&rt, &mut io, Response::text(405, "method not allowed")).await,
+        (None, None) => reject(&rt, &mut io, Response::text(404, "not found")).await,
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Ctx {
+    remote_addr: Option<SocketAddr>,
+    local_addr: Option<SocketAddr>,
+}
+
+fn to_request(http: &HttpRequest, params: Vec<(String, String)>, ctx: Ctx, body: Bytes) -> Request {
+    Request {
+        method: http.method.clone(),
+        path: http.path.clone(),
+        params,
+        query: http.query_pairs().collect(),
+        headers: http.headers.clone(),
+        remote_addr: ctx.remote_addr,
+        local_addr: ctx.local_addr,
+        body,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upgrade<R: Runtime, T: Transport>(
+    app: App,
+    rt: R,
+    spawner: Spawner,
+    mut io: T,
+    leftover: BytesMut,
+    request: HttpRequest,
+    route: &Route,
+    params: Vec<(String, String)>,
+    ctx: Ctx,
+) {
+    let RouteKind::Ws { handler, config } = &route.kind else { return };
+    let config = config.clone().unwrap_or_else(|| app.current_config());
+    let upgrade = match UpgradeRequest::validate(request) {
+        Ok(upgrade) => upgrade,
+        Err(err) => return reject(&rt, &mut io, err.to_response()).await,
+    };
+    if let Some(check) = &config.check_origin {
+        if !check(&upgrade.request) {
+            return reject(&rt, &mut io, Response::text(403, "origin not allowed")).await;
+        }
+    }
+    let request = to_request(&upgrade.request, params, ctx, Bytes::new());
+    let mut locals = Extensions::new();
+    for guard in &route.guards {
+        if let Err(response) = guard(&request, &mut locals) {
+            return reject(&rt, &mut io, response).await;
+        }
+    }
+    let hub = app.inner.hub.clone();
+    let route_key = route.pattern.as_str();
+    let ip = ctx.remote_addr.map(|a| a.ip());
+    if let Err(err) = hub.admit(route_key, ip, config.max_connections, config.max_connections_per_ip) {
+        let response = match err {
+            AdmitError::RouteFull => Response::text(503, "too many connections"),
+            AdmitError::IpFull => Response::text(429, "too many connections from this address"),
+        };
+        return reject(&rt, &mut io, response).await;
+    }
+    let protocol = upgrade.select_protocol(&config.subprotocols).map(str::to_owned);
+    let response = upgrade.accept(protocol.as_deref(), None).to_bytes();
+    if write_all(&mut io, &response).await.is_err() {
+        hub.release(route_key, ip);
+        return;
+    }
+    let id = hub.next_id();
+    let now = rt.now();
+    let shared = Arc::new(ConnShared {
+        id,
+        info: ConnInfo {
+            path: request.path.clone(),
+            route: route_key.to_owned(),
+            params: request.params,
+            query: request.query,
+            headers: request.headers,
+            remote_addr: ctx.remote_addr,
+            local_addr: ctx.local_addr,
+            protocol,
+        },
+        inner: Mutex::new(ConnInner {
+            conn: Connection::new(Role::Server, config.connection_config(0), now),
+            driver_waker: None,
+            pending_close: None,
+            pending_abort: false,
+            inbox: None,
+        }),
+        locals: Mutex::new(locals),
+        hub: Some(hub.clone()),
+        spawner,
+    });
+    hub.register(shared.clone());
+    tracing::debug!(%id, path = %shared.info.path, remote = ?ctx.remote_addr, "connection open");
+    let limits = DriverLimits::from_config(&config);
+    let ws = WebSocket { shared };
+    Driver::new(rt, io, ws.clone(), handler.clone(), limits, leftover).run().await;
+    // The driver unregisters at Closed; make sure however it ended.
+    hub.unregister(id);
+    hub.release(route_key, ip);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_http<R: Runtime, T: Transport>(
+    rt: &R,
+    mut io: T,
+    mut buf: BytesMut,
+    request: HttpRequest,
+    route: &Route,
+    params: Vec<(String, String)>,
+    ctx: Ctx,
+    reader: &RequestReader,
+) {
+    let RouteKind::Http { handler, .. } = &route.kind else { return };
+    let length: usize = match request.header("content-length").map(|v| v.trim().parse()) {
+        None => 0,
+        Some(Ok(n)) if n <= MAX_HTTP_BODY => n,
+        Some(Ok(_)) => return reject(rt, &mut io, Response::text(413, "body too large")).await,
+        Some(Err(_)) => return reject(rt, &mut io, Response::text(400, "bad content-length")).await,
+    };
+    while buf.len() < length {
+        buf.reserve(length - buf.len());
+        match timeout(rt, reader.poll_timeout(), read_buf(&mut io, &mut buf)).await {
+            None => return reject(rt, &mut io, HandshakeError::Timeout.to_response()).await,
+            Some(Ok(0)) | Some(Err(_)) => return,
+            Some(Ok(_)) => {}
+        }
+    }
+    let body = buf.split_to(length).freeze();
+    let request = to_request(&request, params, ctx, body);
+    for guard in &route.guards {
+        if let Err(response) = guard(&request, &mut Extensions::new()) {
+            return reject(rt, &mut io, response).await;
+        }
+    }
+    let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&request)))
+        .unwrap_or_else(|_| Response::text(500, "internal server error"));
+    reject(rt, &mut io, response).await;
+}
+
+/// Writes a response and closes the connection (responses that do not
+/// upgrade always close: these are pages and rejections, not an API server).
+async fn reject<R: Runtime, T: Transport>(rt: &R, io: &mut T, response: Response) {
+    if response.status >= 400 {
+        tracing::debug!(status = response.status, "request rejected");
+    }
+    let deadline = rt.now() + Duration::from_secs(5);
+    let _ = timeout(rt, deadline, write_all(io, &response.to_bytes())).await;
+    shutdown(rt, io, deadline).await;
+}
+
+impl DriverLimits {
+    pub(crate) fn from_config(config: &crate::config::WsConfig) -> DriverLimits {
+        DriverLimits {
+            read_buffer_size: config.read_buffer_size.max(256),
+            read_timeout: config.read_timeout,
+            write_timeout: config.write_timeout,
+            close_timeout: config.close_timeout,
+            rate_limit: config.rate_limit,
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The connection handle handlers and tasks hold: [`WebSocket`], and its
+//! stream-style wrapper [`WsStream`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+
+use bytes::Bytes;
+
+use blaze_proto::{CloseCode, ConnId, Connection, Message, PreparedMessage};
+
+use crate::error::{SendError, WsError};
+use crate::hub::Hub;
+use crate::locals::Extensions;
+use crate::outgoing::{IntoMessage, IntoPrepared, Json};
+use crate::runtime::BoxFuture;
+
+/// Runs a future on the server's runtime.
+pub(crate) type Spawner = Arc<dyn Fn(BoxFuture<()>) + Send + Sync>;
+
+/// What is known about a connection from its upgrade request.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// The request path (`/game/42`).
+    pub path: String,
+    /// The route pattern it matched (`/game/:room_id`).
+    pub route: String,
+    /// Path parameters captured by the route.
+    pub params: Vec<(String, String)>,
+    /// Query parameters, percent-decoded.
+    pub query: Vec<(String, String)>,
+    /// Request headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The peer's address.
+    pub remote_addr: Option<SocketAddr>,
+    /// Our address.
+    pub local_addr: Option<SocketAddr>,
+    /// The negotiated subprotocol.
+    pub protocol: Option<String>,
+}
+
+/// Messages waiting for a stream-style handler's `recv()`.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    pub(crate) queue: VecDeque<Message>,
+    pub(crate) reader: Option<Waker>,
+    pub(crate) closed: bool,
+    /// The close code and reason, once closed.
+    pub(crate) close: Option<(u16, String)>,
+}
+
+/// How many messages a stream-style handler may leave unread before the
+/// connection stops reading its socket (TCP then slows the client down).
+pub(crate) const INBOX_LIMIT: usize = 64;
+
+pub(crate) struct ConnInner {
+    pub(crate) conn: Connection,
+    pub(crate) driver_waker: Option<Waker>,
+    /// A close asked for by a handle; the driver applies it with its clock.
+    pub(crate) pending_close: Option<(CloseCode, String)>,
+    /// Drop the connection now (shutdown past its drain timeout).
+    pub(crate) pending_abort: bool,
+    pub(crate) inbox: Option<Inbox>,
+}
+
+pub(crate) struct ConnShared {
+    pub(crate) id: ConnId,
+    pub(crate) info: ConnInfo,
+    pub(crate) inner: Mutex<ConnInner>,
+    pub(crate) locals: Mutex<Extensions>,
+    pub(crate) hub: Option<Arc<Hub>>,
+    pub(crate) spawner: Spawner,
+}
+
+impl ConnShared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ConnInner> {
+        // No user code runs under this lock, so a poisoned lock only means a
+        // panic elsewhere in our own short critical sections: keep going.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the connection and wakes the driver if there is new
+    /// output for it to write or a state change to act on.
+    pub(crate) fn with_conn<R>(&self, f: impl FnOnce(&mut ConnInner) -> R) -> R {
+        let mut inner = self.lock();
+        let was_idle = !inner.conn.wants_write();
+        let out = f(&mut inner);
+        if was_idle && (inner.conn.wants_write() || !inner.conn.is_open() || inner.pending_close.is_some() || inner.pending_abort) {
+            if let Some(waker) = &inner.driver_waker {
+                waker.wake_by_ref();
+            }
+        }
+        out
+    }
+
+    pub(crate) fn send_prepared(&self, message: &PreparedMessage) -> Result<(), SendError> {
+        self.with_conn(|inner| {
+            if inner.pending_close.is_some() {
+                return Err(SendError::Closed);
+            }
+            inner.conn.send_prepared(message).map_err(SendError::from)
+        })
+    }
+}
+
+/// A live connection: cheap to clone, usable from any task.
+///
+/// Sends never wait: they queue the frame (bounded by `max_backpressure`)
+/// and the connection's task writes everything queued in one syscall.
+#[derive(Clone)]
+pub struct WebSocket {
+    pub(crate) shared: Arc<ConnShared>,
+}
+
+impl fmt::Debug for WebSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("id", &self.id())
+            .field("path", &self.path())
+            .field("remote_addr", &self.remote_addr())
+            .finish()
+    }
+}
+
+impl WebSocket {
+    /// Sends a message: a `&str`/`String` as text, `Bytes`/`Vec<u8>` as
+    /// binary, [`Json`] as JSON text.
+    pub fn send(&self, message: impl IntoMessage) -> Result<(), SendError> {
+        let message = message.into_message()?;
+        self.shared.with_conn(|inner| {
+            if inner.pending_close.is_some() {
+                return Err(SendError::Closed);
+            }
+            inner.conn.send(message).map_err(SendError::from)
+        })
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&self, data: impl Into<Bytes>) -> Result<(), SendError> {
+        self.send(Message::Binary(data.into()))
+    }
+
+    /// Sends a value as a JSON text message.
+    pub fn send_json<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
+        self.send(Json(value))
+    }
+
+    /// Sends a message framed once for many receivers.
+    pub fn send_prepared(&self, message: &PreparedMessage) -> Result<(), SendError> {
+        self.shared.send_prepared(message)
+    }
+
+    /// Sends a ping (at most 125 bytes of payload).
+    pub fn ping(&self, payload: &[u8]) -> Result<(), SendError> {
+        self.shared.with_conn(|inner| inner.conn.ping(payload).map_err(SendError::from))
+    }
+
+    /// Starts the close handshake with a code (1000 normal, 4000-4999 for
+    /// the application) and a reason. `on_close` runs when it completes.
+    pub fn close(&self, code: impl Into<CloseCode>, reason: &str) -> Result<(), SendError> {
+        let code = code.into();
+        if !code.is_sendable() {
+            return Err(SendError::Invalid(format!("close code {code} may not be sent")));
+        }
+        self.shared.with_conn(|inner| {
+            if inner.conn.is_open() && inner.pending_close.is_none() {
+                inner.pending_close = Some((code, reason.to_owned()));
+                if let Some(waker) = &inner.driver_waker {
+                    waker.wake_by_ref();
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Whether messages can still be sent.
+    pub fn is_open(&self) -> bool {
+        let inner = self.shared.lock();
+        inner.conn.is_open() && inner.pending_close.is_none()
+    }
+
+    /// Bytes queued for this client and not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        self.shared.lock().conn.pending_bytes()
+    }
+
+    /// The connection's id, unique for the life of the server.
+    pub fn id(&self) -> ConnId {
+        self.shared.id
+    }
+
+    /// The peer's address.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.shared.info.remote_addr
+    }
+
+    /// The server's address on this connection.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.shared.info.local_addr
+    }
+
+    /// A header of the upgrade request (case-insensitive; for a client, of
+    /// the server's 101 response).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find(&self.shared.info.headers, &name.to_ascii_lowercase())
+    }
+
+    /// The request path.
+    pub fn path(&self) -> &str {
+        &self.shared.info.path
+    }
+
+    /// A path parameter of the route (`:room_id`).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        find(&self.shared.info.params, name)
+    }
+
+    /// A query parameter, percent-decoded.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        find(&self.shared.info.query, name)
+    }
+
+    /// The negotiated subprotocol.
+    pub fn protocol(&self) -> Option<&str> {
+        self.shared.info.protocol.as_deref()
+    }
+
+    /// Everything known from the upgrade request.
+    pub fn info(&self) -> &ConnInfo {
+        &self.shared.info
+    }
+
+    /// Stores typed per-connection state, replacing any of the same type.
+    pub fn set_local<T: Send + Sync + 'static>(&self, value: T) {
+        self.locals().insert(value);
+    }
+
+    /// A copy of the per-connection state of type `T` (set by a handler
+    /// or attached by a guard).
+    pub fn local<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.locals().get::<T>().cloned()
+    }
+
+    /// Runs `f` on the per-connection state of type `T`, mutably.
+    pub fn with_local<T: Send + Sync + 'static, R>(&self, f: impl FnOnce(Option<&mut T>) -> R) -> R {
+        f(self.locals().get_mut::<T>())
+    }
+
+    fn locals(&self) -> MutexGuard<'_, Extensions> {
+        self.shared.locals.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Joins a topic (a room). Left automatically when the connection closes.
+    pub fn join(&self, topic: &str) -> bool {
+        self.shared.hub.as_ref().is_some_and(|hub| hub.join(self.id(), topic))
+    }
+
+    /// Leaves a topic.
+    pub fn leave(&self, topic: &str) -> bool {
+        self.shared.hub.as_ref().is_some_and(|hub| hub.leave(self.id(), topic))
+    }
+
+    /// The topics this connection has joined.
+    pub fn topics(&self) -> Vec<String> {
+        self.shared.hub.as_ref().map(|hub| hub.topics_of(self.id())).unwrap_or_default()
+    }
+
+    /// Sends to every connection on this connection's path, itself included.
+    /// Returns how many it was queued for.
+    pub fn broadcast(&self, message: impl IntoPrepared) -> Result<usize, SendError> {
+        self.with_hub(|hub| hub.broadcast(self.path(), message, None))
+    }
+
+    /// Sends to every other connection on this connection's path.
+    pub fn broadcast_others(&self, message: impl IntoPrepared) -> Result<usize, SendError> {
+        self.with_hub(|hub| hub.broadcast(self.path(), message, Some(self.id())))
+    }
+
+    /// Sends to every member of a topic.
+    pub fn publish(&self, topic: &str, message: impl IntoPrepared) -> Result<usize, SendError> {
+        self.with_hub(|hub| hub.publish(topic, message, None))
+    }
+
+    /// Sends to every member of a topic but this connection.
+    pub fn publish_others(&self, topic: &str, message: impl IntoPrepared) -> Result<usize, SendError> {
+        self.with_hub(|hub| hub.publish(topic, message, Some(self.id())))
+    }
+
+    fn with_hub<R>(&self, f: impl FnOnce(&Hub) -> Result<R, SendError>) -> Result<R, SendError> {
+        match &self.shared.hub {
+            Some(hub) => f(hub),
+            None => Err(SendError::Invalid("broadcast is for server connections".into())),
+        }
+    }
+
+    /// Runs a future on the server's runtime (for handler work that awaits).
+    pub fn spawn(&self, future: impl std::future::Future<Output = ()> + Send + 'static) {
+        (self.shared.spawner)(Box::pin(future));
+    }
+}
+
+fn find<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// A connection read as a stream of messages: the style of the Go Blaze's
+/// `ReadMessage` loop and cnetmod's `co_await ws.recv()`.
+///
+/// Derefs to [`WebSocket`] for sending and everything else. When the
+/// handler's future returns, the connection is closed with 1000.
+#[derive(Debug)]
+pub struct WsStream {
+    ws: WebSocket,
+}
+
+impl std::ops::Deref for WsStream {
+    type Target = WebSocket;
+    fn deref(&self) -> &WebSocket {
+        &self.ws
+    }
+}
+
+impl WsStream {
+    pub(crate) fn new(ws: WebSocket) -> WsStream {
+        WsStream { ws }
+    }
+
+    /// The next message; `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Message> {
+        poll_fn(|cx| {
+            let shared = &self.ws.shared;
+            let mut inner = shared.lock();
+            let was_full = inner.inbox.as_ref().is_some_and(|i| i.queue.len() >= INBOX_LIMIT);
+            let inbox = inner.inbox.get_or_insert_with(Inbox::default);
+            if let Some(message) = inbox.queue.pop_front() {
+                if was_full {
+                    // The driver paused reading for us; let it resume.
+                    if let Some(waker) = &inner.driver_waker {
+                        waker.wake_by_ref();
+                    }
+                }
+                return Poll::Ready(Some(message));
+            }
+            if inbox.closed {
+                return Poll::Ready(None);
+            }
+            inbox.reader = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The next text message, parsed as JSON into `T`. Malformed JSON (or a
+    /// binary message) is answered to the client with
+    /// `{"type":"error","error":"..."}` and returned as an error; the
+    /// connection stays open. `None` once the connection is closed.
+    pub async fn recv_json<T: serde::de::DeserializeOwned>(&mut self) -> Option<Result<T, WsError>> {
+        let message = self.recv().await?;
+        Some(parse_json(&self.ws, &message))
+    }
+
+    /// The handle, to move into another task.
+    pub fn handle(&self) -> WebSocket {
+        self.ws.clone()
+    }
+
+    /// The close code and reason the connection ended with, once `recv`
+    /// has returned `None`.
+    pub fn close_status(&self) -> Option<(u16, String)> {
+        self.ws.shared.lock().inbox.as_ref().and_then(|i| i.close.clone())
+    }
+}
+
+impl Drop for WsStream {
+    /// Dropping the stream ends the conversation: close with 1000.
+    fn drop(&mut self) {
+        let _ = self.ws.close(CloseCode::NORMAL, "");
+    }
+}
+
+/// Parses a message as JSON, answering the client with an error message
+/// if it is not.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(ws: &WebSocket, message: &Message) -> Result<T, WsError> {
+    let result = match message {
+        Message::Text(text) => serde_json::from_str(text).map_err(|e| WsError::Json(e.to_string())),
+        Message::Binary(_) => Err(WsError::Json("expected a text message".into())),
+    };
+    if let Err(WsError::Json(reason)) = &result {
+        let _ = ws.send_json(&serde_json::json!({"type": "error", "error": format!("invalid JSON: {reason}")}));
+    }
+    result
+}

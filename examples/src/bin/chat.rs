@@ -1,0 +1,70 @@
+//! A chat room with its own web page: open http://127.0.0.1:8080 in two
+//! browser tabs and talk.
+//!
+//! `cargo run -p blaze-examples --bin chat` (`--addr HOST:PORT` to move it)
+//!
+//! Protocol on `/chat` (JSON text messages):
+//! - client → server: `{"name": "ann", "text": "hello"}` (the first message's
+//!   name is remembered for join/leave notices)
+//! - server → clients: `{"type": "message", "name": "ann", "text": "hello"}`,
+//!   `{"type": "join", "name": "ann", "online": 2}`, `{"type": "leave", ...}`,
+//!   `{"type": "error", "error": "..."}` for malformed input.
+
+use blaze_tokio::{App, Callbacks, Json, Response, WebSocket};
+use serde::{Deserialize, Serialize};
+
+const PAGE: &str = include_str!("../../static/chat.html");
+
+#[derive(Deserialize)]
+struct Incoming {
+    name: String,
+    text: String,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Outgoing<'a> {
+    Message { name: &'a str, text: &'a str },
+    Join { name: &'a str, online: usize },
+    Leave { name: &'a str, online: usize },
+}
+
+/// The display name a connection chose, kept as typed per-connection state.
+#[derive(Clone)]
+struct Name(String);
+
+fn name_of(ws: &WebSocket) -> Option<String> {
+    ws.local::<Name>().map(|n| n.0)
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
+    let addr = std::env::args().skip_while(|a| a != "--addr").nth(1).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let app = App::new();
+    app.get("/", |_req| Response::with_body(200, "text/html; charset=utf-8", PAGE));
+    let online = app.clone();
+    let leaving = app.clone();
+    app.ws(
+        "/chat",
+        Callbacks::new()
+            .on_json(move |ws, msg: Incoming| {
+                let name: String = msg.name.chars().take(32).collect();
+                if name_of(ws).is_none() {
+                    ws.set_local(Name(name.clone()));
+                    let online = online.connection_count("/chat");
+                    let _ = ws.broadcast(Json(Outgoing::Join { name: &name, online }));
+                }
+                let name = name_of(ws).unwrap_or(name);
+                let _ = ws.broadcast(Json(Outgoing::Message { name: &name, text: &msg.text }));
+            })
+            .on_close(move |ws, _code, _reason| {
+                if let Some(name) = name_of(ws) {
+                    let online = leaving.connection_count("/chat");
+                    let _ = leaving.broadcast("/chat", Json(Outgoing::Leave { name: &name, online }));
+                }
+            }),
+    );
+    println!("chat on http://{addr}");
+    app.listen(addr).await
+}
