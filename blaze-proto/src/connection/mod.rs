@@ -86,7 +86,7 @@ pub struct Connection {
     events: VecDeque<Event>,
     timers: TimerTable,
     masks: MaskKeys,
-    /// The close frame we sent, reported if the peer's answer has no code.
+    /// The close frame we sent: its code is reported if the peer never answers.
     sent_close: Option<CloseFrame>,
     closed_emitted: bool,
     /// A close started where no `now` was at hand (backpressure inside a
@@ -196,6 +196,12 @@ impl Connection {
         for timer in due {
             if self.state == State::Closed {
                 return;
+            }
+            // An earlier timer of this batch may have stopped or moved this
+            // one (an idle close stops the heartbeat): only fire it if it is
+            // still due, or a ping could follow our close frame.
+            if !self.timers.get(timer).is_some_and(|at| at <= now) {
+                continue;
             }
             self.timers.stop(timer);
             match timer {
@@ -393,7 +399,10 @@ impl Connection {
     fn on_frame(&mut self, frame: DecodedFrame, now: Instant) {
         match frame.header.opcode {
             OpCode::Ping => {
-                if self.config.auto_pong && self.state == State::Open {
+                // Pongs count toward max_backpressure like data: a peer that
+                // pings without reading must not grow the queue without bound.
+                let auto_pong = self.config.auto_pong && self.state == State::Open;
+                if auto_pong && self.check_can_send(frame.payload.len()).is_ok() {
                     self.queue_control(OpCode::Pong, &frame.payload);
                 }
                 self.events.push_back(Event::Ping(frame.payload));
@@ -446,6 +455,8 @@ impl Connection {
     fn finish(&mut self, code: CloseCode, reason: String, cause: CloseCause) {
         self.state = State::Closed;
         self.timers.stop_all();
+        // A close timer still waiting to be armed has nothing left to time.
+        self.close_timer_unarmed = false;
         self.assembler = Assembler::new(self.config.max_message_size);
         if !self.closed_emitted {
             self.closed_emitted = true;

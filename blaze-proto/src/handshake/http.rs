@@ -117,6 +117,7 @@ impl HttpResponse {
         match self.status {
             101 => "Switching Protocols",
             200 => "OK",
+            202 => "Accepted",
             204 => "No Content",
             400 => "Bad Request",
             401 => "Unauthorized",
@@ -124,6 +125,7 @@ impl HttpResponse {
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
+            413 => "Content Too Large",
             426 => "Upgrade Required",
             429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",

@@ -1,0 +1,246 @@
+//! A two-ended harness for driving `Connection`s without I/O: a server and a
+//! client joined by an in-memory "wire", a fake clock (a base `Instant` plus
+//! offsets), and helpers to build raw frames and decode what a connection
+//! wrote.
+#![allow(dead_code)]
+
+use std::io::IoSlice;
+use std::time::{Duration, Instant};
+
+use blaze_proto::bytes::BytesMut;
+use blaze_proto::frame::{encode_frame, DecodedFrame, FrameDecoder, FrameHeader, OpCode, Role};
+use blaze_proto::{CloseCode, CloseFrame, CloseInfo, Config, Connection, Event};
+
+/// The masking key of the RFC 6455 §5.7 example; any key works.
+pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Default config with no timers, so tests that are not about time are not
+/// disturbed by heartbeats.
+pub fn quiet() -> Config {
+    Config::default().ping_interval(None).idle_timeout(None)
+}
+
+// ---- raw frames --------------------------------------------------------
+
+/// A masked (client-to-server) frame with the given FIN bit.
+pub fn client_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let header = FrameHeader { fin, ..FrameHeader::new(opcode) };
+    encode_frame(header, payload, Some(MASK), &mut out);
+    out.to_vec()
+}
+
+/// An unmasked (server-to-client) frame with the given FIN bit.
+pub fn server_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let header = FrameHeader { fin, ..FrameHeader::new(opcode) };
+    encode_frame(header, payload, None, &mut out);
+    out.to_vec()
+}
+
+/// A close payload: big-endian code, then the reason bytes as given.
+pub fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut out = code.to_be_bytes().to_vec();
+    out.extend_from_slice(reason);
+    out
+}
+
+/// Concatenates frames into one byte stream.
+pub fn concat(frames: &[Vec<u8>]) -> Vec<u8> {
+    frames.iter().flatten().copied().collect()
+}
+
+// ---- output ------------------------------------------------------------
+
+/// Takes everything queued via `transmit_slices` (vectored writes of at most
+/// 16 slices), marking it written.
+pub fn take_output(conn: &mut Connection) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let mut slices = [IoSlice::new(&[]); 16];
+        let n = conn.transmit_slices(&mut slices);
+        if n == 0 {
+            break;
+        }
+        let mut written = 0;
+        for slice in &slices[..n] {
+            out.extend_from_slice(slice);
+            written += slice.len();
+        }
+        conn.advance_transmit(written);
+    }
+    assert!(!conn.wants_write());
+    assert_eq!(conn.pending_bytes(), 0);
+    out
+}
+
+/// Like [`take_output`] but through `transmit_bytes`, one slice at a time.
+pub fn take_output_bytes(conn: &mut Connection) -> Vec<u8> {
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        let chunk = conn.transmit_bytes().to_vec();
+        assert!(!chunk.is_empty(), "wants_write but transmit_bytes is empty");
+        conn.advance_transmit(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    out
+}
+
+/// Decodes a byte stream `sender` wrote, with the rules its peer applies
+/// (masking direction, control frame limits); panics on an invalid frame
+/// or a trailing partial frame.
+pub fn decode_frames(sender: Role, bytes: &[u8]) -> Vec<DecodedFrame> {
+    let reader = match sender {
+        Role::Server => Role::Client,
+        Role::Client => Role::Server,
+    };
+    let mut decoder = FrameDecoder::new(reader, usize::MAX);
+    let mut buf = BytesMut::from(bytes);
+    let mut frames = Vec::new();
+    while let Some(frame) = decoder.decode(&mut buf).expect("connection wrote an invalid frame") {
+        frames.push(frame);
+    }
+    assert!(buf.is_empty(), "connection wrote a partial frame ({} bytes left)", buf.len());
+    frames
+}
+
+/// Checks what an endpoint wrote is a valid RFC 6455 stream: valid frames,
+/// no data frame interleaving broken, valid close payloads, and nothing
+/// after the first close frame. Returns the frames.
+pub fn check_stream(sender: Role, bytes: &[u8]) -> Vec<DecodedFrame> {
+    let frames = decode_frames(sender, bytes);
+    if let Some(pos) = frames.iter().position(|f| f.header.opcode == OpCode::Close) {
+        assert_eq!(pos, frames.len() - 1, "frames after the close frame: {:?}", &frames[pos..]);
+        CloseFrame::parse(&frames[pos].payload).expect("close frame we sent is invalid");
+    }
+    for frame in &frames {
+        if sender == Role::Client {
+            assert!(frame.mask.is_some(), "client frame not masked");
+        } else {
+            assert!(frame.mask.is_none(), "server frame masked");
+        }
+    }
+    frames
+}
+
+/// The code and reason of a close frame (`None` for an empty payload).
+pub fn close_of(frame: &DecodedFrame) -> Option<(u16, String)> {
+    assert_eq!(frame.header.opcode, OpCode::Close);
+    CloseFrame::parse(&frame.payload).expect("valid close payload").map(|f| (f.code.0, f.reason))
+}
+
+/// The single close frame at the end of `bytes` written by `sender`.
+pub fn last_close(sender: Role, bytes: &[u8]) -> Option<(u16, String)> {
+    let frames = check_stream(sender, bytes);
+    let last = frames.last().expect("no frames written");
+    close_of(last)
+}
+
+// ---- events ------------------------------------------------------------
+
+pub fn events(conn: &mut Connection) -> Vec<Event> {
+    std::iter::from_fn(|| conn.poll_event()).collect()
+}
+
+/// Feeds `bytes` in one read and returns the events it caused.
+pub fn feed(conn: &mut Connection, bytes: &[u8], now: Instant) -> Vec<Event> {
+    let mut buf = BytesMut::from(bytes);
+    conn.handle_read(&mut buf, now);
+    events(conn)
+}
+
+/// The `Closed` info in `events`, checking it is there exactly once and last.
+pub fn closed_in(events: &[Event]) -> CloseInfo {
+    let closed: Vec<&CloseInfo> =
+        events.iter().filter_map(|e| if let Event::Closed(info) = e { Some(info) } else { None }).collect();
+    assert_eq!(closed.len(), 1, "expected exactly one Closed in {events:?}");
+    assert!(matches!(events.last(), Some(Event::Closed(_))), "Closed is not the last event: {events:?}");
+    closed[0].clone()
+}
+
+pub fn code(n: u16) -> CloseCode {
+    CloseCode(n)
+}
+
+// ---- two ends ----------------------------------------------------------
+
+/// A server and a client connection after the handshake, and a fake clock.
+#[derive(Debug)]
+pub struct Pair {
+    pub server: Connection,
+    pub client: Connection,
+    pub base: Instant,
+    pub now: Instant,
+}
+
+impl Pair {
+    pub fn new(config: Config) -> Pair {
+        Pair::with_configs(config.clone(), config)
+    }
+
+    pub fn with_configs(server: Config, client: Config) -> Pair {
+        let base = Instant::now();
+        Pair {
+            server: Connection::new(Role::Server, server, base),
+            client: Connection::new(Role::Client, client, base),
+            base,
+            now: base,
+        }
+    }
+
+    /// The instant `offset` after the pair was created.
+    pub fn at(&self, offset: Duration) -> Instant {
+        self.base + offset
+    }
+
+    /// Moves the fake clock to `offset` after creation.
+    pub fn set_time(&mut self, offset: Duration) {
+        self.now = self.base + offset;
+    }
+
+    /// Moves everything the client queued to the server; returns the bytes.
+    pub fn client_to_server(&mut self) -> Vec<u8> {
+        let bytes = take_output(&mut self.client);
+        if !bytes.is_empty() {
+            self.server.handle_read(&mut BytesMut::from(&bytes[..]), self.now);
+        }
+        bytes
+    }
+
+    /// Moves everything the server queued to the client; returns the bytes.
+    pub fn server_to_client(&mut self) -> Vec<u8> {
+        let bytes = take_output(&mut self.server);
+        if !bytes.is_empty() {
+            self.client.handle_read(&mut BytesMut::from(&bytes[..]), self.now);
+        }
+        bytes
+    }
+
+    /// Moves bytes both ways until neither end has anything to write.
+    pub fn pump(&mut self) {
+        for _ in 0..16 {
+            let a = self.client_to_server();
+            let b = self.server_to_client();
+            if a.is_empty() && b.is_empty() {
+                return;
+            }
+        }
+        panic!("the two ends keep talking");
+    }
+
+    pub fn server_events(&mut self) -> Vec<Event> {
+        events(&mut self.server)
+    }
+
+    pub fn client_events(&mut self) -> Vec<Event> {
+        events(&mut self.client)
+    }
+}

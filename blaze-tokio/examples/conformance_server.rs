@@ -1,0 +1,179 @@
+//! A server exposing every feature on its own route, for the end-to-end
+//! tests that drive it with clients not written by us (Python
+//! `websockets`, Node `ws`, Chromium). Not a newcomer example: see
+//! `examples/` at the workspace root for those.
+//!
+//! `cargo run -p blaze-tokio --example conformance_server -- --addr 127.0.0.1:0`
+//! prints `listening on ws://ADDR` once ready.
+//!
+//! | route | behaviour |
+//! |---|---|
+//! | `/echo` | callbacks: echo text and binary |
+//! | `/echo-trait` | a `Handler` struct: echo |
+//! | `/echo-stream` | stream style: `recv()` loop, echo |
+//! | `/rooms/:room` | on open sends `{"room": ..., "user": query user}` |
+//! | `/json` | `on_json`: `{"a":1,"b":2}` → `{"sum":3}`; malformed → error message |
+//! | `/json-stream` | `recv_json` in stream style, same contract |
+//! | `/panic` | text `boom` panics the handler (→ 1011); other text echoes |
+//! | `/heartbeat` | ping every 200 ms, pong timeout 300 ms |
+//! | `/origin` | only `Origin: http://allowed.example` (or none) → else 403 |
+//! | `/limited` | at most 1 connection → else 503 |
+//! | `/subprotocol` | speaks `chat.v2`, `chat.v1` (server preference) |
+//! | `/close-me` | on text `CODE reason`, server closes with that code |
+//! | `/broadcast` | every message to every client on `/broadcast` |
+//! | `GET /closes` | JSON list of `{path, code, reason}` from every `on_close` so far |
+//! | `GET /stats` | `{"total": N, "encodings": M}` |
+//! | `POST /shutdown` | starts a graceful shutdown |
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use blaze_tokio::{App, Callbacks, Handler, Json, Response, Utf8Bytes, WebSocket, WsConfig};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+struct EchoTrait;
+
+impl Handler for EchoTrait {
+    fn on_message(&self, ws: &WebSocket, text: Utf8Bytes) {
+        let _ = ws.send(text);
+    }
+    fn on_binary(&self, ws: &WebSocket, data: blaze_tokio::Bytes) {
+        let _ = ws.send(data);
+    }
+}
+
+type Closes = Arc<Mutex<Vec<serde_json::Value>>>;
+
+fn recording(closes: &Closes, callbacks: Callbacks) -> Callbacks {
+    let closes = closes.clone();
+    callbacks.on_close(move |ws, code, reason| {
+        closes.lock().unwrap().push(serde_json::json!({"path": ws.path(), "code": code, "reason": reason}));
+    })
+}
+
+fn echo() -> Callbacks {
+    Callbacks::new()
+        .on_message(|ws, text| {
+            let _ = ws.send(text);
+        })
+        .on_binary(|ws, data| {
+            let _ = ws.send(data);
+        })
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
+    let addr = std::env::args().skip_while(|a| a != "--addr").nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
+    let app = App::new();
+    app.drain_timeout(Duration::from_secs(3));
+    let closes: Closes = Arc::default();
+
+    app.ws("/echo", recording(&closes, echo()));
+    app.ws("/echo-trait", EchoTrait);
+    app.ws_stream("/echo-stream", |mut ws| async move {
+        while let Some(message) = ws.recv().await {
+            let _ = ws.send(message);
+        }
+    });
+    app.ws(
+        "/rooms/:room",
+        recording(
+            &closes,
+            Callbacks::new().on_open(|ws| {
+                let _ = ws.send_json(&serde_json::json!({"room": ws.param("room"), "user": ws.query("user")}));
+            }),
+        ),
+    );
+    app.ws(
+        "/json",
+        Callbacks::new().on_json(|ws, add: Add| {
+            let _ = ws.send(Json(serde_json::json!({"sum": add.a + add.b})));
+        }),
+    );
+    app.ws_stream("/json-stream", |mut ws| async move {
+        while let Some(parsed) = ws.recv_json::<Add>().await {
+            if let Ok(add) = parsed {
+                let _ = ws.send_json(&serde_json::json!({"sum": add.a + add.b}));
+            }
+        }
+    });
+    app.ws(
+        "/panic",
+        recording(
+            &closes,
+            Callbacks::new().on_message(|ws, text| {
+                if &*text == "boom" {
+                    panic!("handler asked to panic");
+                }
+                let _ = ws.send(text);
+            }),
+        ),
+    );
+    app.ws_with_config(
+        "/heartbeat",
+        WsConfig::default()
+            .ping_interval(Some(Duration::from_millis(200)))
+            .pong_timeout(Duration::from_millis(300)),
+        recording(&closes, echo()),
+    );
+    app.ws_with_config(
+        "/origin",
+        WsConfig::default().allowed_origins(["http://allowed.example"]),
+        echo(),
+    );
+    app.ws_with_config("/limited", WsConfig::default().max_connections(Some(1)), echo());
+    app.ws_with_config("/subprotocol", WsConfig::default().subprotocols(["chat.v2", "chat.v1"]), {
+        Callbacks::new().on_open(|ws| {
+            let _ = ws.send(ws.protocol().unwrap_or("none").to_owned());
+        })
+    });
+    app.ws(
+        "/close-me",
+        recording(
+            &closes,
+            Callbacks::new().on_message(|ws, text| {
+                let (code, reason) = text.split_once(' ').unwrap_or((&text, ""));
+                let _ = ws.close(code.parse::<u16>().unwrap_or(1000), reason);
+            }),
+        ),
+    );
+    app.ws(
+        "/broadcast",
+        Callbacks::new().on_message(|ws, text| {
+            let _ = ws.broadcast(text);
+        }),
+    );
+    {
+        let closes = closes.clone();
+        app.get("/closes", move |_| {
+            Response::with_body(200, "application/json", serde_json::to_string(&*closes.lock().unwrap()).unwrap())
+        });
+    }
+    {
+        let stats = app.clone();
+        app.get("/stats", move |_| {
+            let body = serde_json::json!({"total": stats.total_connections(), "encodings": stats.encodings()});
+            Response::with_body(200, "application/json", body.to_string())
+        });
+    }
+    {
+        let handle = app.shutdown_handle();
+        app.post("/shutdown", move |_| {
+            handle.shutdown();
+            Response::text(202, "shutting down")
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("listening on ws://{}", listener.local_addr()?);
+    app.serve(listener).await?;
+    println!("server stopped");
+    Ok(())
+}
