@@ -375,9 +375,12 @@ impl WsStream {
 }
 
 impl Drop for WsStream {
-    /// Dropping the stream ends the conversation: close with 1000.
+    /// Dropping the stream ends the conversation: close with 1000. Not
+    /// while unwinding: a panicking handler's connection closes with 1011.
     fn drop(&mut self) {
-        let _ = self.ws.close(CloseCode::NORMAL, "");
+        if !std::thread::panicking() {
+            let _ = self.ws.close(CloseCode::NORMAL, "");
+        }
     }
 }
 
