@@ -1,0 +1,165 @@
+//! A client that stops reading is cut off by its backpressure policy
+//! alone: the others keep receiving everything, and what the server
+//! queues for the slow one stays under the bound.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use blaze_tokio::{App, BackpressurePolicy, Callbacks, Message, WsConfig, WsError};
+use common::*;
+
+const LIMIT: usize = 256 * 1024;
+
+/// Serves with a fixed 64 KiB kernel send buffer per connection (inherited
+/// from the listening socket): Linux would otherwise autotune it to
+/// megabytes and hide a stalled reader's backlog in the kernel.
+async fn serve_small_sndbuf(app: &App) -> std::net::SocketAddr {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(64 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1024).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = app.clone();
+    tokio::spawn(async move { app.serve(listener).await });
+    addr
+}
+
+/// Opens a WebSocket by hand, with a small receive buffer, and never reads
+/// from it again.
+fn stalled_client(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        socket.connect(addr).await.unwrap().into_std().unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    let mut stream = stream;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 129];
+    stream.read_exact(&mut head).unwrap(); // the 101 response, exactly
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    stream
+}
+
+/// Reads frames until a close frame; returns its code.
+fn drain_until_close(mut stream: TcpStream) -> u16 {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut decoder = blaze_proto::frame::FrameDecoder::new(blaze_proto::Role::Client, usize::MAX);
+    let mut buf = blaze_proto::bytes::BytesMut::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        while let Some(frame) = decoder.decode(&mut buf).expect("valid frames") {
+            if frame.header.opcode == blaze_proto::frame::OpCode::Close {
+                return u16::from_be_bytes([frame.payload[0], frame.payload[1]]);
+            }
+        }
+        let n = stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "EOF before a close frame");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_client_is_closed_with_1008_while_999_others_receive_everything() {
+    let app = App::new();
+    app.config(WsConfig::default().max_backpressure(LIMIT));
+    app.ws("/feed", Callbacks::new());
+    let addr = serve_small_sndbuf(&app).await;
+
+    let stalled = blocking(move || stalled_client(addr, "/feed")).await;
+    let mut readers = Vec::new();
+    for _ in 0..999 {
+        readers.push(blaze_tokio::connect(&format!("ws://{addr}/feed")).await.unwrap());
+    }
+    assert!(eventually(Duration::from_secs(5), || app.connection_count("/feed") == 1000).await);
+    let stalled_id = app.connections("/feed").into_iter().map(|c| c.id).min().unwrap();
+    let stalled_ws = app.connection(stalled_id).unwrap();
+
+    const MESSAGES: usize = 800;
+    let payload = "x".repeat(1000);
+    let readers: Vec<_> = readers
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                for i in 0..MESSAGES {
+                    let msg = tokio::time::timeout(Duration::from_secs(20), ws.recv()).await.expect("in time");
+                    let text = msg.and_then(|m| m.as_text().map(str::to_owned)).expect("a message");
+                    assert!(text.starts_with(&format!("{i}:")), "out of order: {i} vs {}", &text[..10]);
+                }
+                ws // kept open until the end of the test
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    // Broadcast from a worker task that yields now and then, so the
+    // readers (on the same two workers) interleave as real clients would.
+    let broadcaster = app.clone();
+    let watched = stalled_ws.clone();
+    let max_queued = tokio::spawn(async move {
+        let mut max_queued = 0;
+        for i in 0..MESSAGES {
+            broadcaster.broadcast("/feed", format!("{i}:{payload}")).unwrap();
+            max_queued = max_queued.max(watched.buffered_amount());
+            if i % 10 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        max_queued
+    })
+    .await
+    .unwrap();
+    let mut still_open = Vec::new();
+    for reader in readers {
+        still_open.push(reader.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    // 800 KB to each of 999 clients: far under the time a stall would cost.
+    assert!(elapsed < Duration::from_secs(15), "others slowed down: {elapsed:?}");
+    assert!(max_queued <= LIMIT + 1100, "queued {max_queued} bytes for the stalled client");
+    assert!(!stalled_ws.is_open());
+    assert_eq!(blocking(move || drain_until_close(stalled)).await, 1008);
+    assert!(eventually(Duration::from_secs(7), || app.connection_count("/feed") == 999).await);
+    assert!(app.connection(stalled_id).is_none());
+    drop(still_open);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_policy_keeps_the_connection_and_reports_on_error() {
+    let dropped = Arc::new(Mutex::new(0usize));
+    let app = App::new();
+    app.config(WsConfig::default().max_backpressure(LIMIT).backpressure_policy(BackpressurePolicy::Drop));
+    let seen = dropped.clone();
+    app.ws(
+        "/feed",
+        Callbacks::new().on_error(move |_ws, error| {
+            if let WsError::Dropped { .. } = error {
+                *seen.lock().unwrap() += 1;
+            }
+        }),
+    );
+    let (addr, _server) = serve(&app).await;
+    let stalled = blocking(move || stalled_client(addr, "/feed")).await;
+    assert!(eventually(Duration::from_secs(2), || app.connection_count("/feed") == 1).await);
+    let ws = app.connections("/feed")[0].id;
+    let ws = app.connection(ws).unwrap();
+    let payload = "y".repeat(10_000);
+    for _ in 0..2000 {
+        let _ = app.broadcast("/feed", payload.as_str());
+        assert!(ws.buffered_amount() <= LIMIT + payload.len() + 16);
+        tokio::task::yield_now().await;
+    }
+    assert!(eventually(Duration::from_secs(2), || *dropped.lock().unwrap() > 0).await);
+    assert!(ws.is_open(), "the drop policy keeps the connection");
+    drop(stalled);
+    let _ = Message::text("");
+}

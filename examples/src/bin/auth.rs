@@ -1,0 +1,52 @@
+//! A token guard: upgrade requests without a valid token get 401 before
+//! any handshake; the handler greets the authenticated user by name.
+//!
+//! `cargo run -p blaze-examples --bin auth` then connect to
+//! `ws://127.0.0.1:8083/secure?token=alice-token` (or send
+//! `Authorization: Bearer alice-token`). Without a token: 401.
+
+use blaze_tokio::{guard, App, Callbacks, Response};
+
+/// The authenticated user, attached by the guard, read by the handler.
+#[derive(Clone, Debug)]
+struct User {
+    name: String,
+}
+
+/// Stands in for a real token store.
+fn lookup(token: &str) -> Option<User> {
+    match token {
+        "alice-token" => Some(User { name: "Alice".into() }),
+        "bob-token" => Some(User { name: "Bob".into() }),
+        _ => None,
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
+    let addr = std::env::args().skip_while(|a| a != "--addr").nth(1).unwrap_or_else(|| "127.0.0.1:8083".into());
+    let app = App::new();
+    let require_token = guard(|req, locals| match req.bearer_token().and_then(lookup) {
+        Some(user) => {
+            locals.insert(user);
+            Ok(())
+        }
+        None => Err(Response::text(401, "missing or invalid token")),
+    });
+    app.ws(
+        "/secure",
+        Callbacks::new()
+            .on_open(|ws| {
+                let user = ws.local::<User>().expect("the guard attached the user");
+                let _ = ws.send(format!("Hello, {}!", user.name));
+            })
+            .on_message(|ws, text| {
+                let user = ws.local::<User>().expect("the guard attached the user");
+                let _ = ws.send(format!("{}: {text}", user.name));
+            }),
+    )
+    .guard(require_token);
+    println!("auth on ws://{addr}/secure?token=alice-token");
+    app.listen(addr).await
+}
