@@ -48,6 +48,13 @@ impl Deref for App {
     }
 }
 
+impl From<blaze_server::App> for App {
+    /// Serves an app whose routes were built runtime-independently.
+    fn from(app: blaze_server::App) -> App {
+        App { app, tasks: Arc::default() }
+    }
+}
+
 impl App {
     /// An app with no routes.
     pub fn new() -> App {

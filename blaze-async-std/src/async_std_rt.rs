@@ -1,0 +1,120 @@
+//! The async-std implementation of Blaze's runtime traits.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use blaze_server::{Accepted, BoxFuture, Listener, Runtime, Transport};
+use bytes::BytesMut;
+use futures_io::{AsyncRead, AsyncWrite};
+
+/// async-std's timers and spawner, on the system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsyncStdRuntime;
+
+impl Runtime for AsyncStdRuntime {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        Box::pin(async_std::task::sleep(deadline.saturating_duration_since(Instant::now())))
+    }
+
+    fn spawn(&self, future: BoxFuture<()>) {
+        async_std::task::spawn(future);
+    }
+}
+
+/// Any `futures-io` byte stream (async-std TCP, Unix, TLS) as a Blaze transport.
+#[derive(Debug)]
+pub struct AsyncStdIo<T>(pub T);
+
+impl<T> Transport for AsyncStdIo<T>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        // futures-io reads into initialized memory: zero the spare capacity.
+        let start = buf.len();
+        let spare = buf.capacity() - start;
+        buf.resize(start + spare.max(1), 0);
+        let result = Pin::new(&mut self.0).poll_read(cx, &mut buf[start..]);
+        let read = match &result {
+            Poll::Ready(Ok(n)) => *n,
+            _ => 0,
+        };
+        buf.truncate(start + read);
+        result
+    }
+
+    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+/// A source of async-std connections for [`crate::App::serve`].
+pub trait Accept: Send + 'static {
+    /// The accepted stream.
+    type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
+    /// Accepts the next connection.
+    fn accept(&mut self) -> impl std::future::Future<Output = io::Result<Accepted<Self::Stream>>> + Send;
+}
+
+impl Accept for async_std::net::TcpListener {
+    type Stream = async_std::net::TcpStream;
+    async fn accept(&mut self) -> io::Result<Accepted<Self::Stream>> {
+        let (stream, remote) = async_std::net::TcpListener::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        let local_addr = stream.local_addr().ok();
+        Ok(Accepted { io: stream, remote_addr: Some(remote), local_addr })
+    }
+}
+
+/// Polls an [`Accept`]or's future across calls to `poll_accept`.
+pub(crate) struct AcceptLoop<A: Accept> {
+    acceptor: Option<A>,
+    pending: Option<BoxFuture<(A, io::Result<Accepted<A::Stream>>)>>,
+}
+
+impl<A: Accept> AcceptLoop<A> {
+    pub(crate) fn new(acceptor: A) -> Self {
+        AcceptLoop { acceptor: Some(acceptor), pending: None }
+    }
+}
+
+impl<A: Accept> Listener for AcceptLoop<A> {
+    type Io = AsyncStdIo<A::Stream>;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<Self::Io>>> {
+        if self.pending.is_none() {
+            let mut acceptor = self.acceptor.take().expect("acceptor is back after each accept");
+            self.pending = Some(Box::pin(async move {
+                let accepted = acceptor.accept().await;
+                (acceptor, accepted)
+            }));
+        }
+        let pending = self.pending.as_mut().expect("set above");
+        match pending.as_mut().poll(cx) {
+            Poll::Ready((acceptor, accepted)) => {
+                self.acceptor = Some(acceptor);
+                self.pending = None;
+                Poll::Ready(accepted.map(|a| Accepted {
+                    io: AsyncStdIo(a.io),
+                    remote_addr: a.remote_addr,
+                    local_addr: a.local_addr,
+                }))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
