@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# End-to-end tests with clients not written by us: Python `websockets`
+# (tests-external/python, pytest), Node `ws` and headless Chromium through
+# playwright-core (tests-external/node, node --test). Every server under
+# test listens on 127.0.0.1 only.
+#
+#   bash scripts/install-test-deps.sh   # once, as root
+#   bash scripts/test-external.sh       # fails if either runner fails
+#
+# --install runs scripts/install-test-deps.sh first.
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+if [ "${1:-}" = "--install" ]; then
+    bash "$root/scripts/install-test-deps.sh" || exit 1
+fi
+
+echo "== building the servers under test"
+cargo build -q -p blaze-tokio --example conformance_server -p blaze-examples --bins || {
+    echo "test-external: build failed" >&2
+    exit 1
+}
+
+# Each runner gets an outer bound too; GNU timeout kills its whole process
+# group (the runner, the servers and browsers it started).
+status=0
+
+echo "== python: pytest tests-external/python"
+if (cd tests-external/python && timeout --kill-after=10 600 python3 -m pytest); then
+    python_result=passed
+else
+    python_result="FAILED ($?)"
+    status=1
+fi
+
+echo "== node: node --test tests-external/node"
+if [ ! -d tests-external/node/node_modules/ws ] || [ ! -d tests-external/node/node_modules/playwright-core ]; then
+    echo "tests-external/node/node_modules is incomplete: run scripts/install-test-deps.sh" >&2
+    node_result="FAILED (missing deps)"
+    status=1
+elif (cd tests-external/node && timeout --kill-after=10 600 node --test --test-concurrency=1); then
+    node_result=passed
+else
+    node_result="FAILED ($?)"
+    status=1
+fi
+
+echo "== external tests: python $python_result, node $node_result"
+exit $status
