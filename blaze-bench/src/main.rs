@@ -1,0 +1,99 @@
+//! blaze-bench: a WebSocket load tool for any server.
+//!
+//! ```text
+//! blaze-bench echo         --url ws://HOST:PORT/path --conns N --size BYTES --window W --secs D [--pid PID]
+//! blaze-bench fanout       --url ws://HOST:PORT/broadcast --subs N --msgs M --size BYTES [--timeout S] [--pid PID]
+//! blaze-bench idle         --url ws://HOST:PORT/path --conns N --hold SECS --pid PID
+//! blaze-bench connect-rate --url ws://HOST:PORT/path --concurrency C --secs D [--pid PID]
+//! ```
+//!
+//! Every run prints a human summary and one JSON line; with `--pid` it
+//! reports the server's CPU per operation from /proc. It measures its own
+//! CPU and says when it saturates (then throughput is a lower bound).
+
+mod args;
+mod conn;
+mod connect_rate;
+mod echo;
+mod fanout;
+mod idle;
+mod proc;
+mod report;
+
+use args::Args;
+use conn::Target;
+
+const USAGE: &str = "usage: blaze-bench <echo|fanout|idle|connect-rate> --url ws://HOST:PORT/PATH [options]
+  echo         --conns N (100) --size BYTES (32) --window W (16) --secs D (10) [--pid PID]
+  fanout       --subs N (1000) --msgs M (1000) --size BYTES (32) --timeout S (120) [--pid PID]
+  idle         --conns N (10000) --hold SECS (5) --pid PID
+  connect-rate --concurrency C (32) --secs D (5) [--pid PID]";
+
+fn main() {
+    let args = match Args::parse() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let fd_limit = conn::raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(proc::cpus())
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(run(args, fd_limit));
+    if let Err(e) = result {
+        eprintln!("blaze-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
+    let target = Target::parse(&args.required("url")?)?;
+    let pid: Option<String> = args.optional("pid")?;
+    let needed = |conns: usize| {
+        if conns as u64 + 64 > fd_limit {
+            eprintln!("warning: {conns} connections need more than the open-file limit of {fd_limit}");
+        }
+    };
+    match args.command.as_str() {
+        "echo" => {
+            let conns = args.get("conns", 100)?;
+            needed(conns);
+            echo::run(echo::EchoParams {
+                target,
+                conns,
+                size: args.get("size", 32)?,
+                window: args.get("window", 16)?,
+                secs: args.get("secs", 10.0)?,
+                server_pid: pid,
+            })
+            .await
+        }
+        "fanout" => {
+            let subs = args.get("subs", 1000)?;
+            needed(subs);
+            fanout::run(fanout::FanoutParams {
+                target,
+                subs,
+                msgs: args.get("msgs", 1000)?,
+                size: args.get("size", 32)?,
+                timeout_secs: args.get("timeout", 120.0)?,
+                server_pid: pid,
+            })
+            .await
+        }
+        "idle" => {
+            let conns = args.get("conns", 10_000)?;
+            needed(conns);
+            let pid = pid.ok_or("idle needs --pid of the server")?;
+            idle::run(target, conns, args.get("hold", 5.0)?, pid).await
+        }
+        "connect-rate" => {
+            connect_rate::run(target, args.get("concurrency", 32)?, args.get("secs", 5.0)?, pid).await
+        }
+        other => Err(format!("unknown subcommand {other:?}\n{USAGE}")),
+    }
+}
