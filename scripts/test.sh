@@ -10,7 +10,7 @@ echo "== installing test dependencies"
 bash scripts/install-test-deps.sh
 
 echo "== cargo test --workspace"
-cargo test --workspace --locked
+cargo test --workspace
 
 echo "== external clients"
 bash scripts/test-external.sh

@@ -50,8 +50,8 @@ pub struct WsConfig {
     /// Initial read buffer per connection, in bytes. Default 4096. The
     /// buffer is released while a connection is idle.
     pub read_buffer_size: usize,
-    /// Bytes of output at which a connection's queue is written out even
-    /// mid-batch. Default 64 KiB.
+    /// Bytes of queued output at which the connection writes before
+    /// handling the rest of a batch of input. Default 64 KiB.
     pub write_buffer_size: usize,
     /// Close a connection from which no byte arrives for this long.
     /// Default `None` (heartbeats cover dead peers).

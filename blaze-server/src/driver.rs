@@ -6,6 +6,7 @@
 //! holds, the handler's replies queue up, and everything queued (echoes,
 //! pongs, broadcast frames) leaves in one vectored write.
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ const MAX_IOVECS: usize = 64;
 #[derive(Debug, Clone)]
 pub(crate) struct DriverLimits {
     pub(crate) read_buffer_size: usize,
+    pub(crate) write_buffer_size: usize,
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) close_timeout: Duration,
@@ -49,7 +51,7 @@ pub(crate) struct Driver<R: Runtime, T: Transport> {
     read_buf: BytesMut,
     read_closed: bool,
     sleep: Option<(Instant, BoxFuture<()>)>,
-    events: Vec<Event>,
+    events: VecDeque<Event>,
     rate: Option<TokenBucket>,
     last_read: Instant,
     write_stalled_since: Option<Instant>,
@@ -78,7 +80,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             read_buf,
             read_closed: false,
             sleep: None,
-            events: Vec::new(),
+            events: VecDeque::new(),
             rate,
             last_read: now,
             write_stalled_since: None,
@@ -188,16 +190,16 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     /// handler can send.
     fn dispatch_events(&mut self, now: Instant) -> bool {
         {
+            // Events left from a batch cut short by a write come first.
             let mut inner = self.ws.shared.lock();
             while let Some(event) = inner.conn.poll_event() {
-                self.events.push(event);
+                self.events.push_back(event);
             }
         }
         if self.events.is_empty() {
             return false;
         }
-        let mut events = std::mem::take(&mut self.events);
-        for event in events.drain(..) {
+        while let Some(event) = self.events.pop_front() {
             match event {
                 Event::Message(message) => self.on_message(message, now),
                 Event::Dropped { len } => self.call(|h, ws| h.on_error(ws, &WsError::Dropped { len })),
@@ -216,8 +218,12 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                 Event::Ping(_) | Event::Pong(_) => {}
                 _ => {}
             }
+            if self.ws.shared.lock().conn.pending_bytes() >= self.limits.write_buffer_size {
+                // Enough output for one write: send it before handling the
+                // rest of the batch, so replies to a huge batch do not pile up.
+                break;
+            }
         }
-        self.events = events;
         true
     }
 

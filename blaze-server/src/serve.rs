@@ -310,6 +310,7 @@ impl DriverLimits {
     pub(crate) fn from_config(config: &crate::config::WsConfig) -> DriverLimits {
         DriverLimits {
             read_buffer_size: config.read_buffer_size.max(256),
+            write_buffer_size: config.write_buffer_size.max(1024),
             read_timeout: config.read_timeout,
             write_timeout: config.write_timeout,
             close_timeout: config.close_timeout,
