@@ -169,3 +169,62 @@ async fn shutdown_sends_1001_and_serve_returns() {
     async_std::future::timeout(Duration::from_secs(3), server).await.unwrap().unwrap();
     assert_eq!(app.total_connections(), 0);
 }
+
+#[async_std::test]
+async fn stalled_reader_is_closed_with_1008_and_its_queue_stays_bounded() {
+    use std::io::{Read, Write};
+    const LIMIT: usize = 64 * 1024;
+    let app = App::new();
+    app.config(WsConfig::default().max_backpressure(LIMIT));
+    app.ws("/feed", Callbacks::new());
+    let addr = serve(&app).await;
+    // A client that handshakes by hand and never reads again.
+    let mut stalled = TcpStream::connect(addr).unwrap();
+    write!(
+        stalled,
+        "GET /feed HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 129];
+    stalled.read_exact(&mut head).unwrap();
+    assert!(eventually(Duration::from_secs(2), || app.connection_count("/feed") == 1).await);
+    let ws = app.connection(app.connections("/feed")[0].id).unwrap();
+    let payload = "p".repeat(8 * 1024);
+    let mut max_queued = 0;
+    // Far more than the kernel's buffers can absorb.
+    for _ in 0..4000 {
+        if app.broadcast("/feed", payload.as_str()).unwrap() == 0 {
+            break;
+        }
+        max_queued = max_queued.max(ws.buffered_amount());
+        async_std::task::yield_now().await;
+    }
+    assert!(!ws.is_open(), "the stalled reader was not cut off");
+    assert!(max_queued <= LIMIT + payload.len() + 16, "queued {max_queued}");
+    drop(stalled);
+    assert!(eventually(Duration::from_secs(7), || app.connection_count("/feed") == 0).await);
+}
+
+#[async_std::test]
+async fn rate_limit_closes_with_1008() {
+    let app = App::new();
+    app.config(WsConfig::default().rate_limit(Some(blaze_async_std::RateLimit {
+        per_second: 10.0,
+        burst: 3,
+        action: blaze_async_std::RateLimitAction::Close,
+    })));
+    app.ws("/r", Callbacks::new().on_message(|ws, t| {
+        let _ = ws.send(t);
+    }));
+    let addr = serve(&app).await;
+    blocking(move || {
+        let mut c = connect(addr, "/r");
+        for i in 0..10 {
+            let _ = c.write(Message::text(format!("{i}")));
+        }
+        let _ = c.flush();
+        assert_eq!(close_code(&mut c), 1008);
+    })
+    .await;
+}
