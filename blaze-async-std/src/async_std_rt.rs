@@ -80,10 +80,13 @@ impl Accept for async_std::net::TcpListener {
     }
 }
 
+/// One accept in flight: it owns the acceptor and hands it back with the result.
+type PendingAccept<A> = BoxFuture<(A, io::Result<Accepted<<A as Accept>::Stream>>)>;
+
 /// Polls an [`Accept`]or's future across calls to `poll_accept`.
 pub(crate) struct AcceptLoop<A: Accept> {
     acceptor: Option<A>,
-    pending: Option<BoxFuture<(A, io::Result<Accepted<A::Stream>>)>>,
+    pending: Option<PendingAccept<A>>,
 }
 
 impl<A: Accept> AcceptLoop<A> {

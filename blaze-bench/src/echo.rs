@@ -107,7 +107,7 @@ async fn connection(
         out.extend_from_slice(&frame);
     }
     let now = Instant::now();
-    sent_at.extend(std::iter::repeat(now).take(window));
+    sent_at.extend(std::iter::repeat_n(now, window));
     stream.write_all(&out).await?;
     buf.reserve(64 * 1024);
     loop {

@@ -18,7 +18,8 @@ use crate::shutdown::Shutdown;
 use crate::socket::{WebSocket, WsStream};
 
 pub(crate) enum RouteKind {
-    Ws { handler: Arc<dyn Handler>, config: Option<WsConfig> },
+    // Boxed: a WsConfig is large and routes are few.
+    Ws { handler: Arc<dyn Handler>, config: Option<Box<WsConfig>> },
     Http { method: String, handler: HttpHandler },
 }
 
@@ -108,7 +109,7 @@ impl App {
 
     /// A WebSocket route with its own configuration.
     pub fn ws_with_config(&self, path: &str, config: WsConfig, handler: impl Handler) -> RouteRef<'_> {
-        self.add(path, RouteKind::Ws { handler: Arc::new(handler), config: Some(config) }, Vec::new())
+        self.add(path, RouteKind::Ws { handler: Arc::new(handler), config: Some(Box::new(config)) }, Vec::new())
     }
 
     /// A WebSocket route in stream style: `f` gets the connection and
@@ -302,7 +303,7 @@ impl<'a> Group<'a> {
 
     /// A WebSocket route under the prefix, with its own configuration.
     pub fn ws_with_config(&self, path: &str, config: WsConfig, handler: impl Handler) -> RouteRef<'a> {
-        let kind = RouteKind::Ws { handler: Arc::new(handler), config: Some(config) };
+        let kind = RouteKind::Ws { handler: Arc::new(handler), config: Some(Box::new(config)) };
         self.app.add(&join(&self.prefix, path), kind, self.guards.clone())
     }
 

@@ -189,7 +189,7 @@ async fn upgrade<R: Runtime, T: Transport>(
     ctx: Ctx,
 ) {
     let RouteKind::Ws { handler, config } = &route.kind else { return };
-    let config = config.clone().unwrap_or_else(|| app.current_config());
+    let config = config.as_deref().cloned().unwrap_or_else(|| app.current_config());
     let upgrade = match UpgradeRequest::validate(request) {
         Ok(upgrade) => upgrade,
         Err(err) => return reject(&rt, &mut io, err.to_response()).await,

@@ -24,7 +24,7 @@ fn app() -> App {
         }),
     );
     app.ws_stream("/panic-stream", |mut ws| async move {
-        while let Some(_msg) = ws.recv().await {
+        if ws.recv().await.is_some() {
             panic!("stream handler panics");
         }
     });
