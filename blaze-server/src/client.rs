@@ -15,7 +15,7 @@ use crate::driver::{Driver, DriverLimits};
 use crate::handler::Handler;
 use crate::locals::Extensions;
 use crate::runtime::{read_buf, timeout, write_all, Runtime, Transport};
-use crate::socket::{ConnInfo, ConnInner, ConnShared, Inbox, WebSocket, WsStream};
+use crate::socket::{ConnInfo, ConnInner, ConnShared, WebSocket, WsStream};
 
 /// Why a connection attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +167,7 @@ pub async fn connect_with<R: Runtime, T: Transport>(
             driver_waker: None,
             pending_close: None,
             pending_abort: false,
-            inbox: Some(Inbox::default()),
+            inbox: Some(Box::default()),
         }),
         locals: Mutex::new(Extensions::new()),
         hub: None,
@@ -178,7 +178,7 @@ pub async fn connect_with<R: Runtime, T: Transport>(
     });
     let ws = WebSocket { shared };
     let limits = DriverLimits::from_config(config);
-    let driver = Driver::new(rt.clone(), io, ws.clone(), Arc::new(ClientHandler), limits, buf);
+    let driver = Driver::new(rt.clone(), io, ws.clone(), Arc::new(ClientHandler), limits, buf, None);
     rt.spawn(Box::pin(driver.run()));
     Ok(WsStream::new(ws))
 }

@@ -22,6 +22,7 @@ use crate::error::WsError;
 use crate::handler::{panic_message, Handler};
 use crate::rate::TokenBucket;
 use crate::runtime::{shutdown, BoxFuture, Runtime, Transport};
+use crate::serve::Release;
 use crate::socket::{WebSocket, INBOX_LIMIT};
 
 /// Read-dispatch-write rounds per poll before yielding, so one busy client
@@ -56,6 +57,8 @@ pub(crate) struct Driver<R: Runtime, T: Transport> {
     last_read: Instant,
     write_stalled_since: Option<Instant>,
     closed_at: Option<Instant>,
+    /// Dropped with the driver: unregisters the connection (server side).
+    _release: Option<Release>,
 }
 
 impl<R: Runtime, T: Transport> Driver<R, T> {
@@ -68,6 +71,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
         handler: Arc<dyn Handler>,
         limits: DriverLimits,
         read_buf: BytesMut,
+        release: Option<Release>,
     ) -> Self {
         let now = rt.now();
         let rate = limits.rate_limit.map(|l| TokenBucket::new(l.per_second, l.burst, now));
@@ -85,6 +89,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             last_read: now,
             write_stalled_since: None,
             closed_at: None,
+            _release: release,
         }
     }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use blaze_proto::{Message, Utf8Bytes};
 
 use crate::error::WsError;
-use crate::socket::{parse_json, Inbox, WebSocket, WsStream};
+use crate::socket::{parse_json, WebSocket, WsStream};
 
 /// A WebSocket endpoint's behaviour, one method per lifecycle event (the
 /// Azu `Channel`, the C++ Blaze callbacks). Every method has an empty
@@ -186,7 +186,7 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     fn on_open(&self, ws: &WebSocket) {
-        ws.shared.lock().inbox.get_or_insert_with(Inbox::default);
+        ws.shared.lock().inbox.get_or_insert_with(Box::default);
         let future = (self.f)(WsStream::new(ws.clone()));
         let handle = ws.clone();
         ws.spawn(async move {
@@ -216,7 +216,7 @@ where
 /// Marks the stream ended: `recv()` returns `None` once the queue is empty.
 pub(crate) fn close_inbox(ws: &WebSocket, code: u16, reason: &str) {
     let mut inner = ws.shared.lock();
-    let inbox = inner.inbox.get_or_insert_with(Inbox::default);
+    let inbox = inner.inbox.get_or_insert_with(Box::default);
     inbox.closed = true;
     inbox.close = Some((code, reason.to_owned()));
     if let Some(reader) = inbox.reader.take() {
@@ -226,7 +226,7 @@ pub(crate) fn close_inbox(ws: &WebSocket, code: u16, reason: &str) {
 
 pub(crate) fn push_inbox(ws: &WebSocket, message: Message) {
     let mut inner = ws.shared.lock();
-    let inbox = inner.inbox.get_or_insert_with(Inbox::default);
+    let inbox = inner.inbox.get_or_insert_with(Box::default);
     inbox.queue.push_back(message);
     if let Some(reader) = inbox.reader.take() {
         reader.wake();

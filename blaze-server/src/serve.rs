@@ -29,7 +29,7 @@ const MAX_HTTP_BODY: usize = 1 << 20;
 #[derive(Debug, Default)]
 pub(crate) struct TaskCount(AtomicUsize);
 
-struct TaskGuard(Arc<TaskCount>);
+pub(crate) struct TaskGuard(Arc<TaskCount>);
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
@@ -68,10 +68,7 @@ impl App {
                     let app = self.clone();
                     let task_rt = rt.clone();
                     let spawner = spawner.clone();
-                    rt.spawn(Box::pin(async move {
-                        let _guard = guard;
-                        handle_connection(app, task_rt, spawner, accepted).await;
-                    }));
+                    rt.spawn(Box::pin(handle_connection(app, task_rt, spawner, accepted, guard)));
                 }
                 Some(Err(err)) => {
                     // Out of file descriptors and the like: back off briefly
@@ -110,7 +107,15 @@ impl App {
     }
 }
 
-async fn handle_connection<R: Runtime, T: Transport>(app: App, rt: R, spawner: Spawner, accepted: Accepted<T>) {
+/// The HTTP phase of one connection. An upgraded connection continues in a
+/// task of its own (see [`upgrade`]); `guard` counts it until it ends.
+async fn handle_connection<R: Runtime, T: Transport>(
+    app: App,
+    rt: R,
+    spawner: Spawner,
+    accepted: Accepted<T>,
+    guard: TaskGuard,
+) {
     let Accepted { mut io, remote_addr, local_addr } = accepted;
     let config = app.current_config();
     let reader = RequestReader::new(config.handshake_limits(), rt.now());
@@ -147,11 +152,13 @@ async fn handle_connection<R: Runtime, T: Transport>(app: App, rt: R, spawner: S
     let ctx = Ctx { remote_addr, local_addr };
     match (ws_route, http_route) {
         (Some((route, params)), _) if is_upgrade => {
-            upgrade(app, rt, spawner, io, buf, request, &route, params, ctx).await
+            upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard).await
         }
         (_, Some((route, params))) => serve_http(&rt, io, buf, request, &route, params, ctx, &reader).await,
         // A WebSocket route asked for without an upgrade: 426.
-        (Some((route, params)), None) => upgrade(app, rt, spawner, io, buf, request, &route, params, ctx).await,
+        (Some((route, params)), None) => {
+            upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard).await
+        }
         (None, None) if path_matched => reject(&rt, &mut io, Response::text(405, "method not allowed")).await,
         (None, None) => reject(&rt, &mut io, Response::text(404, "not found")).await,
     }
@@ -187,6 +194,7 @@ async fn upgrade<R: Runtime, T: Transport>(
     route: &Route,
     params: Vec<(String, String)>,
     ctx: Ctx,
+    guard: TaskGuard,
 ) {
     let RouteKind::Ws { handler, config } = &route.kind else { return };
     let config = config.as_deref().cloned().unwrap_or_else(|| app.current_config());
@@ -231,7 +239,7 @@ async fn upgrade<R: Runtime, T: Transport>(
             route: route_key.to_owned(),
             params: request.params,
             query: request.query,
-            headers: request.headers,
+            headers: without_handshake_headers(request.headers),
             remote_addr: ctx.remote_addr,
             local_addr: ctx.local_addr,
             protocol,
@@ -250,11 +258,39 @@ async fn upgrade<R: Runtime, T: Transport>(
     hub.register(shared.clone());
     tracing::debug!(%id, path = %shared.info.path, remote = ?ctx.remote_addr, "connection open");
     let limits = DriverLimits::from_config(&config);
-    let ws = WebSocket { shared };
-    Driver::new(rt, io, ws.clone(), handler.clone(), limits, leftover).run().await;
-    // The driver unregisters at Closed; make sure however it ended.
-    hub.unregister(id);
-    hub.release(route_key, ip);
+    let release = Release { hub, id, route: Arc::from(route_key), ip, _task: guard };
+    let driver = Driver::new(rt.clone(), io, WebSocket { shared }, handler.clone(), limits, leftover, Some(release));
+    // A task of its own: the handshake's state (request, route, config)
+    // is freed now instead of living as long as the connection.
+    rt.spawn(Box::pin(driver.run()));
+}
+
+/// Gives back what an upgraded connection holds in the hub when its
+/// driver ends, however it ends (the driver also unregisters at Closed).
+pub(crate) struct Release {
+    hub: Arc<crate::hub::Hub>,
+    id: blaze_proto::ConnId,
+    route: Arc<str>,
+    ip: Option<std::net::IpAddr>,
+    _task: TaskGuard,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id);
+        self.hub.release(&self.route, self.ip);
+    }
+}
+
+/// The headers worth keeping for the connection's life: the handshake's
+/// own (key, version, upgrade, connection, extensions) mean nothing after
+/// it, and every idle connection would pay for them.
+fn without_handshake_headers(mut headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    const HANDSHAKE: [&str; 5] =
+        ["upgrade", "connection", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"];
+    headers.retain(|(name, _)| !HANDSHAKE.contains(&name.as_str()));
+    headers.shrink_to_fit();
+    headers
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -63,7 +63,8 @@ pub(crate) struct ConnInner {
     pub(crate) pending_close: Option<(CloseCode, String)>,
     /// Drop the connection now (shutdown past its drain timeout).
     pub(crate) pending_abort: bool,
-    pub(crate) inbox: Option<Inbox>,
+    /// Boxed: only stream-style connections and clients have one.
+    pub(crate) inbox: Option<Box<Inbox>>,
 }
 
 pub(crate) struct ConnShared {
@@ -87,8 +88,19 @@ impl ConnShared {
     pub(crate) fn with_conn<R>(&self, f: impl FnOnce(&mut ConnInner) -> R) -> R {
         let mut inner = self.lock();
         let was_idle = !inner.conn.wants_write();
+        let was_open = inner.conn.is_open();
         let out = f(&mut inner);
-        if was_idle && (inner.conn.wants_write() || !inner.conn.is_open() || inner.pending_close.is_some() || inner.pending_abort) {
+        // A send that crosses `max_backpressure` under the Close policy
+        // starts the close handshake right here. Its driver must run even
+        // though it already had output (it is typically blocked on a full
+        // socket): only the driver arms the close timer. Unwoken, a stalled
+        // client stayed registered until the write timeout (or forever
+        // without one) instead of `close_timeout`, and closed with 1006
+        // instead of 1008. Found by sim-tests' slow-consumer simulation.
+        let started_closing = was_open && !inner.conn.is_open();
+        if started_closing
+            || was_idle && (inner.conn.wants_write() || !inner.conn.is_open() || inner.pending_close.is_some() || inner.pending_abort)
+        {
             if let Some(waker) = &inner.driver_waker {
                 waker.wake_by_ref();
             }
@@ -334,7 +346,7 @@ impl WsStream {
             let shared = &self.ws.shared;
             let mut inner = shared.lock();
             let was_full = inner.inbox.as_ref().is_some_and(|i| i.queue.len() >= INBOX_LIMIT);
-            let inbox = inner.inbox.get_or_insert_with(Inbox::default);
+            let inbox = inner.inbox.get_or_insert_with(Box::default);
             if let Some(message) = inbox.queue.pop_front() {
                 if was_full {
                     // The driver paused reading for us; let it resume.
