@@ -68,7 +68,9 @@ impl IdSet {
 #[derive(Debug)]
 struct Member<V> {
     path: Arc<str>,
-    topics: HashSet<Arc<str>>,
+    /// Boxed and created on the first join: most connections never join a
+    /// topic, and an empty set inline would cost every one of them 48 bytes.
+    topics: Option<Box<HashSet<Arc<str>>>>,
     value: V,
 }
 
@@ -113,7 +115,7 @@ impl<V> Registry<V> {
         }
         let path = intern(&mut self.paths, path);
         self.paths.get_mut(&path).expect("interned").insert(id);
-        self.members.insert(id, Member { path, topics: HashSet::new(), value });
+        self.members.insert(id, Member { path, topics: None, value });
         true
     }
 
@@ -121,7 +123,7 @@ impl<V> Registry<V> {
     pub fn remove(&mut self, id: ConnId) -> Option<V> {
         let member = self.members.remove(&id)?;
         remove_from(&mut self.paths, &member.path, id);
-        for topic in &member.topics {
+        for topic in member.topics.iter().flat_map(|t| t.iter()) {
             remove_from(&mut self.topics, topic, id);
         }
         Some(member.value)
@@ -138,7 +140,7 @@ impl<V> Registry<V> {
     pub fn join(&mut self, id: ConnId, topic: &str) -> bool {
         let Some(member) = self.members.get_mut(&id) else { return false };
         let topic = intern(&mut self.topics, topic);
-        if !member.topics.insert(topic.clone()) {
+        if !member.topics.get_or_insert_with(Box::default).insert(topic.clone()) {
             return false;
         }
         self.topics.get_mut(&topic).expect("interned").insert(id)
@@ -147,7 +149,7 @@ impl<V> Registry<V> {
     /// Unsubscribes a connection from a topic. `false` if it was not a member.
     pub fn leave(&mut self, id: ConnId, topic: &str) -> bool {
         let Some(member) = self.members.get_mut(&id) else { return false };
-        if !member.topics.remove(topic) {
+        if !member.topics.as_mut().is_some_and(|t| t.remove(topic)) {
             return false;
         }
         remove_from(&mut self.topics, topic, id)
@@ -165,7 +167,7 @@ impl<V> Registry<V> {
 
     /// The topics a connection has joined.
     pub fn topics_of(&self, id: ConnId) -> impl Iterator<Item = &str> {
-        self.members.get(&id).into_iter().flat_map(|m| m.topics.iter().map(|t| &**t))
+        self.members.get(&id).into_iter().flat_map(|m| m.topics.iter().flat_map(|t| t.iter()).map(|t| &**t))
     }
 
     /// The connections on a path, with their values.

@@ -179,7 +179,7 @@ pub async fn connect_with<R: Runtime, T: Transport>(
     let ws = WebSocket { shared };
     let limits = DriverLimits::from_config(config);
     let driver = Driver::new(rt.clone(), io, ws.clone(), Arc::new(ClientHandler), limits, buf, None);
-    rt.spawn(Box::pin(driver.run()));
+    rt.spawn(Box::pin(driver));
     Ok(WsStream::new(ws))
 }
 

@@ -7,6 +7,8 @@
 //! pongs, broadcast frames) leaves in one vectored write.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::io::IoSlice;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use crate::config::{RateLimit, RateLimitAction};
 use crate::error::WsError;
 use crate::handler::{panic_message, Handler};
 use crate::rate::TokenBucket;
-use crate::runtime::{shutdown, BoxFuture, Runtime, Transport};
+use crate::runtime::{BoxFuture, Runtime, Transport};
 use crate::serve::Release;
 use crate::socket::{WebSocket, INBOX_LIMIT};
 
@@ -57,8 +59,46 @@ pub(crate) struct Driver<R: Runtime, T: Transport> {
     last_read: Instant,
     write_stalled_since: Option<Instant>,
     closed_at: Option<Instant>,
+    phase: Phase,
     /// Dropped with the driver: unregisters the connection (server side).
     _release: Option<Release>,
+}
+
+/// Where the driver is in the connection's life.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// `on_open` has not run yet.
+    Opening,
+    /// Moving bytes and events.
+    Running,
+    /// Finished: shutting the transport down until the deadline.
+    ShuttingDown(Instant),
+}
+
+/// The driver is the connection's task: spawning it runs the connection
+/// to its end (`on_open`, every event, `on_close`, FIN). A hand-written
+/// future rather than an `async fn`, so an idle connection's task holds
+/// only the driver itself.
+impl<R: Runtime, T: Transport> Future for Driver<R, T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match this.phase {
+                Phase::Opening => {
+                    this.open();
+                    this.phase = Phase::Running;
+                }
+                Phase::Running => {
+                    std::task::ready!(this.poll_connection(cx));
+                    this.sleep = None;
+                    this.phase = Phase::ShuttingDown(this.rt.now() + Duration::from_secs(1));
+                }
+                Phase::ShuttingDown(deadline) => return this.poll_shutdown(cx, deadline),
+            }
+        }
+    }
 }
 
 impl<R: Runtime, T: Transport> Driver<R, T> {
@@ -89,12 +129,14 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             last_read: now,
             write_stalled_since: None,
             closed_at: None,
+            phase: Phase::Opening,
             _release: release,
         }
     }
 
-    /// Runs the connection to its end: `on_open`, every event, `on_close`.
-    pub(crate) async fn run(mut self) {
+    /// Runs `on_open` and feeds the core any frames that arrived with the
+    /// handshake. Called on the first poll.
+    fn open(&mut self) {
         self.call(|h, ws| h.on_open(ws));
         if !self.read_buf.is_empty() {
             let now = self.rt.now();
@@ -102,12 +144,18 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             self.ws.shared.lock().conn.handle_read(&mut buf, now);
             self.read_buf = buf;
         }
-        std::future::poll_fn(|cx| self.poll(cx)).await;
-        let deadline = self.rt.now() + Duration::from_secs(1);
-        shutdown(&self.rt, &mut self.io, deadline).await;
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Sends FIN once the connection is finished, giving up after a second.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        if self.io.poll_shutdown(cx).is_ready() || self.rt.now() >= deadline {
+            return Poll::Ready(());
+        }
+        let sleep = self.sleep.get_or_insert_with(|| (deadline, self.rt.sleep_until(deadline)));
+        sleep.1.as_mut().poll(cx)
+    }
+
+    fn poll_connection(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..ROUNDS_PER_POLL {
             let now = self.rt.now();
             let mut progress = self.apply_commands_and_timers(cx, now);

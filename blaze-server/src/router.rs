@@ -38,7 +38,9 @@ impl Pattern {
 
     /// Matches a request path, capturing parameters (percent-decoded).
     pub(crate) fn matches(&self, path: &str) -> Option<Params> {
-        let mut params = Vec::new();
+        // Exact capacity: every live connection keeps its params.
+        let wanted = self.segments.iter().filter(|s| !matches!(s, Segment::Literal(_))).count();
+        let mut params = Vec::with_capacity(wanted);
         let mut parts = split(path);
         for segment in &self.segments {
             match segment {

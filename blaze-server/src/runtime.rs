@@ -19,7 +19,7 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 ///
 /// The clock is the runtime's own, so tokio's paused time and turmoil's
 /// simulated time drive every deadline of the protocol core.
-pub trait Runtime: Clone + Send + Sync + 'static {
+pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
     /// The runtime's notion of now.
     fn now(&self) -> Instant;
     /// A future that completes at `deadline`.

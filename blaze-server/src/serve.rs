@@ -262,7 +262,7 @@ async fn upgrade<R: Runtime, T: Transport>(
     let driver = Driver::new(rt.clone(), io, WebSocket { shared }, handler.clone(), limits, leftover, Some(release));
     // A task of its own: the handshake's state (request, route, config)
     // is freed now instead of living as long as the connection.
-    rt.spawn(Box::pin(driver.run()));
+    rt.spawn(Box::pin(driver));
 }
 
 /// Gives back what an upgraded connection holds in the hub when its

@@ -90,16 +90,21 @@ impl ConnShared {
         let was_idle = !inner.conn.wants_write();
         let was_open = inner.conn.is_open();
         let out = f(&mut inner);
-        // A send that crosses `max_backpressure` under the Close policy
-        // starts the close handshake right here. Its driver must run even
-        // though it already had output (it is typically blocked on a full
-        // socket): only the driver arms the close timer. Unwoken, a stalled
-        // client stayed registered until the write timeout (or forever
-        // without one) instead of `close_timeout`, and closed with 1006
-        // instead of 1008. Found by sim-tests' slow-consumer simulation.
+        // State changes wake the driver even when it already had output:
+        // such a driver is typically blocked on a full socket, and only it
+        // acts on them. A send that crosses `max_backpressure` under the
+        // Close policy starts the close handshake here (the driver arms the
+        // close timer); shutdown's drain sets `pending_abort` on clients
+        // that never answered. Woken only when idle, a stalled client kept
+        // its registration until the write timeout (or forever without one)
+        // instead of `close_timeout`, closing with 1006 instead of 1008, and
+        // shutdown overran its drain timeout waiting on the stalled. Found
+        // by sim-tests' slow-consumer and shutdown simulations.
         let started_closing = was_open && !inner.conn.is_open();
         if started_closing
-            || was_idle && (inner.conn.wants_write() || !inner.conn.is_open() || inner.pending_close.is_some() || inner.pending_abort)
+            || inner.pending_abort
+            || inner.pending_close.is_some()
+            || was_idle && (inner.conn.wants_write() || !inner.conn.is_open())
         {
             if let Some(waker) = &inner.driver_waker {
                 waker.wake_by_ref();
