@@ -1,43 +1,4 @@
-//! The WebSocket connection state machine (RFC 6455 §5-§7), sans-io.
-//!
-//! # Driving a connection
-//!
-//! The driver owns the socket and the clock. In a loop it:
-//! 1. feeds bytes read with [`Connection::handle_read`] (or
-//!    [`Connection::handle_eof`] when the stream ends);
-//! 2. drains [`Connection::poll_event`] and acts on each event;
-//! 3. writes what [`Connection::transmit_slices`] returns with one vectored
-//!    write, then reports it with [`Connection::advance_transmit`];
-//! 4. sleeps until [`Connection::poll_timeout`] or new input, then calls
-//!    [`Connection::handle_timeout`];
-//! 5. drops the socket once [`Connection::is_finished`].
-//!
-//! ```
-//! use blaze_proto::{Config, Connection, Event, Message, Role};
-//! use bytes::BytesMut;
-//! use std::time::Instant;
-//!
-//! let now = Instant::now();
-//! let mut server = Connection::new(Role::Server, Config::default(), now);
-//! let mut client = Connection::new(Role::Client, Config::default(), now);
-//! client.send(Message::text("hi")).unwrap();
-//!
-//! // Move the client's output to the server, as a socket would.
-//! let mut wire = BytesMut::from(&client.transmit_bytes()[..]);
-//! client.advance_transmit(wire.len());
-//! server.handle_read(&mut wire, now);
-//! assert_eq!(server.poll_event(), Some(Event::Message(Message::text("hi"))));
-//! ```
-//!
-//! # States (§7)
-//!
-//! | state | entered when | sends data | accepts data |
-//! |---|---|---|---|
-//! | `Open` | created (handshake done) | yes | yes |
-//! | `Closing` | we sent a close frame | no | discarded |
-//! | `Closed` | close frames crossed, protocol error, timeout, EOF | no | no |
-//!
-//! Nothing is emitted after [`Event::Closed`], and it is emitted once.
+//! The WebSocket connection state machine; see [`Connection`].
 
 mod assemble;
 mod config;
@@ -73,8 +34,47 @@ pub enum State {
     Closed,
 }
 
-/// One WebSocket connection after the handshake: frames in, events out,
-/// bytes out, deadlines out. See the [module docs](self) for the drive loop.
+/// One WebSocket connection after the handshake (RFC 6455 §5-§7), sans-io:
+/// frames in, events out, bytes out, deadlines out.
+///
+/// # Driving a connection
+///
+/// The driver owns the socket and the clock. In a loop it:
+/// 1. feeds bytes read with [`Connection::handle_read`] (or
+///    [`Connection::handle_eof`] when the stream ends);
+/// 2. drains [`Connection::poll_event`] and acts on each event;
+/// 3. writes what [`Connection::transmit_slices`] returns with one vectored
+///    write, then reports it with [`Connection::advance_transmit`];
+/// 4. sleeps until [`Connection::poll_timeout`] or new input, then calls
+///    [`Connection::handle_timeout`];
+/// 5. drops the socket once [`Connection::is_finished`].
+///
+/// ```
+/// use blaze_proto::{Config, Connection, Event, Message, Role};
+/// use bytes::BytesMut;
+/// use std::time::Instant;
+///
+/// let now = Instant::now();
+/// let mut server = Connection::new(Role::Server, Config::default(), now);
+/// let mut client = Connection::new(Role::Client, Config::default(), now);
+/// client.send(Message::text("hi")).unwrap();
+///
+/// // Move the client's output to the server, as a socket would.
+/// let mut wire = BytesMut::from(&client.transmit_bytes()[..]);
+/// client.advance_transmit(wire.len());
+/// server.handle_read(&mut wire, now);
+/// assert_eq!(server.poll_event(), Some(Event::Message(Message::text("hi"))));
+/// ```
+///
+/// # States (§7)
+///
+/// | state | entered when | sends data | accepts data |
+/// |---|---|---|---|
+/// | `Open` | created (handshake done) | yes | yes |
+/// | `Closing` | we sent a close frame | no | discarded |
+/// | `Closed` | close frames crossed, protocol error, timeout, EOF | no | no |
+///
+/// Nothing is emitted after [`Event::Closed`], and it is emitted once.
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
@@ -349,7 +349,8 @@ impl Connection {
         }
     }
 
-    /// Sends a ping with up to 125 bytes of payload.
+    /// Sends a ping with up to 125 bytes of payload. Like a message, it
+    /// counts toward `max_backpressure`.
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), UsageError> {
         self.send_control(OpCode::Ping, payload)
     }
@@ -366,6 +367,10 @@ impl Connection {
         if payload.len() > crate::frame::MAX_CONTROL_PAYLOAD {
             return Err(UsageError::ControlPayloadTooLong);
         }
+        // The application's pings and pongs count toward max_backpressure
+        // like its messages: pinging a peer that does not read must not
+        // grow the queue without bound (found by the `connection` fuzz target).
+        self.check_can_send(payload.len())?;
         self.queue_control(opcode, payload);
         Ok(())
     }
