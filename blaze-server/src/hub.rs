@@ -148,9 +148,15 @@ impl Hub {
         Ok(deliver(registry.topic_members(topic), &prepared, except))
     }
 
-    /// Every live connection (for shutdown).
+    /// Every live connection (for shutdown), oldest first. The registry is
+    /// a randomly seeded hash map; sorting makes shutdown close connections
+    /// in the same order every run, so a seeded simulation of it replays
+    /// exactly (sim-tests).
     pub(crate) fn all(&self) -> Vec<WebSocket> {
-        lock(&self.registry).iter().map(|(_, s)| WebSocket { shared: s.clone() }).collect()
+        let mut all: Vec<(ConnId, WebSocket)> =
+            lock(&self.registry).iter().map(|(id, s)| (id, WebSocket { shared: s.clone() })).collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all.into_iter().map(|(_, ws)| ws).collect()
     }
 
     pub(crate) fn get(&self, id: ConnId) -> Option<WebSocket> {

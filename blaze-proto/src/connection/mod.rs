@@ -151,6 +151,14 @@ impl Connection {
 
     // ---- input -------------------------------------------------------
 
+    /// How many more bytes the frame being read needs, once its header is
+    /// in (`buffered` is what the read buffer holds). Drivers size their
+    /// next read with it, so a large frame is read straight into a buffer
+    /// big enough for all of it.
+    pub fn read_hint(&self, buffered: usize) -> Option<usize> {
+        self.decoder.bytes_needed(buffered)
+    }
+
     /// Consumes every complete frame at the front of `buf` (bytes read from
     /// the transport, in order); an incomplete frame stays in `buf` for the
     /// next read. After a protocol error or close, the rest is discarded.
@@ -295,7 +303,7 @@ impl Connection {
     pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), UsageError> {
         self.check_can_send(message.frame().len())?;
         match self.role {
-            Role::Server => self.outbound.push_shared(message.frame().clone()),
+            Role::Server => self.outbound.push_shared(message.frame()),
             Role::Client => {
                 let mask = Some(self.masks.next_key());
                 let payload = message.payload();
