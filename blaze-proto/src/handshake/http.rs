@@ -139,17 +139,17 @@ impl HttpResponse {
     /// Renders the response head and body. A 101 has no body and no
     /// `Content-Length`; every other response closes the connection.
     pub fn to_bytes(&self) -> Bytes {
-        let mut head = String::with_capacity(128);
-        let _ = write!(head, "HTTP/1.1 {} {}\r\n", self.status, self.reason());
+        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+        let mut out = BytesMut::with_capacity(64 + headers + self.body.len());
+        // Formatting straight into the output: no intermediate String.
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, self.reason());
         for (name, value) in &self.headers {
-            let _ = write!(head, "{name}: {value}\r\n");
+            let _ = write!(out, "{name}: {value}\r\n");
         }
         if self.status != 101 {
-            let _ = write!(head, "Content-Length: {}\r\nConnection: close\r\n", self.body.len());
+            let _ = write!(out, "Content-Length: {}\r\nConnection: close\r\n", self.body.len());
         }
-        head.push_str("\r\n");
-        let mut out = BytesMut::with_capacity(head.len() + self.body.len());
-        out.put_slice(head.as_bytes());
+        out.put_slice(b"\r\n");
         out.put_slice(&self.body);
         out.freeze()
     }

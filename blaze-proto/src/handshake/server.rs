@@ -9,6 +9,9 @@ use super::extensions::{parse_extensions, ExtensionOffer};
 use super::http::{HttpRequest, HttpResponse};
 use super::{accept_key, has_token, tokens};
 
+/// Header slots parsed without a heap allocation (the default limit).
+const STACK_HEADERS: usize = 64;
+
 /// Bounds on what a client may send before its request is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -158,8 +161,16 @@ impl RequestReader {
     /// `Ok(None)` means more bytes are needed; bytes after the head (a
     /// client's first frames, sent eagerly) stay in `buf`.
     pub fn read(&self, buf: &mut BytesMut) -> Result<Option<HttpRequest>, HandshakeError> {
-        let mut headers = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
-        let mut req = httparse::Request::new(&mut headers);
+        // Called on every partial read: the usual limit fits on the stack.
+        let mut on_stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        let mut on_heap = Vec::new();
+        let headers = if self.limits.max_headers <= STACK_HEADERS {
+            &mut on_stack[..self.limits.max_headers]
+        } else {
+            on_heap.resize(self.limits.max_headers, httparse::EMPTY_HEADER);
+            &mut on_heap[..]
+        };
+        let mut req = httparse::Request::new(headers);
         let status = match req.parse(buf) {
             Ok(status) => status,
             Err(httparse::Error::TooManyHeaders) => {
