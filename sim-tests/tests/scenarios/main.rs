@@ -1,0 +1,12 @@
+//! The simulations. Each test runs its scenario once per seed (see the
+//! crate docs and README.md): `SIM_SEED=N` replays one seed, `SIM_SEEDS=N`
+//! runs seeds 1..=N.
+
+mod determinism;
+mod fanout;
+mod model_check;
+mod partition;
+mod restart;
+mod shutdown;
+mod slow_consumer;
+mod timeouts;

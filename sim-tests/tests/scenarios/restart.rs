@@ -1,0 +1,163 @@
+//! Scenario 3: the server process restarts. Every client sees its
+//! connection end, reconnects (retrying while the server is down), and the
+//! new process's registry holds exactly the new connections.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sim_tests::*;
+
+const HOSTS: usize = 6;
+const PER_HOST: usize = 20;
+
+fn restart(seed: u64) {
+    let mut sim = Sim::new(seed, Net::default());
+    let server = Server::install(&mut sim, ServerSpec::default());
+    let mut fleet = Fleet::install(&mut sim, HOSTS);
+    for host in 0..HOSTS {
+        for _ in 0..PER_HOST {
+            let start_after = sim.random_duration(Duration::ZERO, Duration::from_millis(300));
+            let seed = sim.rng.random();
+            fleet.spawn(
+                host,
+                AgentSpec {
+                    start_after,
+                    reconnect: Reconnect::Auto,
+                    seed,
+                },
+            );
+        }
+    }
+    let total = HOSTS * PER_HOST;
+    let all_on = |fleet: &Fleet, generation: u64| {
+        fleet.agents.iter().all(|a| {
+            let log = lock(&a.log);
+            log.current()
+                .is_some_and(|c| c.closed.is_none() && c.key.is_some_and(|k| k.0 == generation))
+        })
+    };
+    sim.run_until("every client connected", Duration::from_secs(5), || {
+        all_on(&fleet, 1)
+    });
+    let mut traffic = Traffic::new(Duration::from_millis(2), Duration::from_millis(10));
+
+    // Round 1: a bounce (the process restarts at once). Round 2: a crash,
+    // some downtime during which connection attempts fail, then a start.
+    for round in 1..=2u64 {
+        let before = sim.random_duration(Duration::from_millis(200), Duration::from_millis(1500));
+        traffic.run_for(&mut sim, &server, before);
+        let conns_before: Vec<usize> = fleet
+            .agents
+            .iter()
+            .map(|a| lock(&a.log).conns.len())
+            .collect();
+        let old_generation = server.generation();
+        let crashed_at = sim.now();
+        let mut downtime = Duration::ZERO;
+        if round == 1 {
+            sim.sim.bounce(SERVER);
+        } else {
+            sim.sim.crash(SERVER);
+            downtime = sim.random_duration(Duration::from_millis(100), Duration::from_millis(1500));
+            // No traffic while the server is down: there is no process to send it.
+            sim.run_for(downtime);
+            sim.sim.bounce(SERVER);
+        }
+        let generation = old_generation + 1;
+
+        // Every client saw its connection end (1006: the process died, the
+        // OS closed its sockets, no close frame), within the latency bound.
+        sim.run_until(
+            "every client saw the restart",
+            Duration::from_secs(2),
+            || {
+                fleet.agents.iter().enumerate().all(|(i, a)| {
+                    lock(&a.log)
+                        .conns
+                        .get(conns_before[i] - 1)
+                        .is_some_and(|c| c.closed.is_some())
+                })
+            },
+        );
+        for (i, agent) in fleet.agents.iter().enumerate() {
+            let log = agent.snapshot();
+            let (code, at) = log.conns[conns_before[i] - 1].closed.unwrap();
+            assert_eq!(code, 1006, "client {i} saw close code {code}");
+            assert!(
+                at - crashed_at <= sim.net.max_latency + TICK * 5,
+                "client {i} saw the restart {:?} after it",
+                at - crashed_at
+            );
+        }
+        // They reconnect to the new process.
+        sim.run_until("every client reconnected", Duration::from_secs(10), || {
+            server.generation() == generation && all_on(&fleet, generation)
+        });
+        traffic.run_for(&mut sim, &server, Duration::from_millis(300));
+
+        // The new registry holds exactly the new connections.
+        let app = server.app();
+        let keys: BTreeSet<ConnKey> = fleet.agents.iter().map(|a| a.key().unwrap()).collect();
+        assert_eq!(keys.len(), total);
+        let model = server.model();
+        assert_eq!(model.open, keys, "round {round}");
+        assert_eq!(app.connection_count(PATH), total);
+        assert_eq!(app.total_connections(), total);
+        assert_eq!(app.topic_count(ALL), total);
+        let registered: BTreeSet<(u64, Option<SocketAddr>)> = app
+            .connections(PATH)
+            .into_iter()
+            .map(|c| (c.id.0, c.remote_addr))
+            .collect();
+        let clients: BTreeSet<(u64, Option<SocketAddr>)> = fleet
+            .agents
+            .iter()
+            .map(|a| {
+                let log = a.snapshot();
+                let c = log.current().unwrap();
+                (c.key.unwrap().1, Some(c.local))
+            })
+            .collect();
+        assert_eq!(registered, clients, "round {round}: registry vs clients");
+        // Nothing of the old process is left in the host's TCP stack.
+        assert_eq!(server.tcp_streams(), total);
+        if round == 2 {
+            // While it was down, attempts failed and were retried.
+            let failed: u32 = fleet
+                .agents
+                .iter()
+                .map(|a| a.snapshot().failed_attempts)
+                .sum();
+            if verbose() {
+                eprintln!("restart seed {seed}: downtime {downtime:?}, {failed} failed attempts");
+            }
+        }
+    }
+    sim.run_for(sim.net.max_latency * 5);
+    // Every message the new processes queued arrived; the connections
+    // the restarts killed got a prefix of theirs.
+    let model = server.model();
+    for (i, agent) in fleet.agents.iter().enumerate() {
+        let log = agent.snapshot();
+        let last = log.conns.len() - 1;
+        for (n, conn) in log.conns.iter().enumerate() {
+            let who = format!("client {i}, connection {n}");
+            let expected = &model.expected[&conn.key.expect("hello received")];
+            if n == last {
+                check_exact(&who, &conn.texts(), expected);
+            } else {
+                check_prefix(&who, &conn.texts(), expected);
+            }
+        }
+    }
+}
+
+#[test]
+fn restart_clients_reconnect_and_registry_is_exact() {
+    run_seeds(
+        "restart_clients_reconnect_and_registry_is_exact",
+        &[1, 2, 3],
+        restart,
+    );
+}
