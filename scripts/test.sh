@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 echo "== installing test dependencies"
 bash scripts/install-test-deps.sh
 
+echo "== blaze-proto stays sans-io (no clock, threads or sockets in the library)"
+(cd blaze-proto && cargo clippy --lib -- -D clippy::disallowed-methods -D clippy::disallowed-types)
+
 echo "== cargo test --workspace"
 cargo test --workspace
 
