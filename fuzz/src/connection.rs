@@ -526,7 +526,7 @@ impl End {
         assert_eq!(total, pending, "{role:?}: transmit_slices does not add up to pending_bytes");
         assert!(
             self.conn.transmit_bytes().len() <= pending
-                && slices.first().map_or(true, |s| **s == *self.conn.transmit_bytes()),
+                && slices.first().is_none_or(|s| **s == *self.conn.transmit_bytes()),
             "{role:?}: transmit_bytes is not the first slice"
         );
         let mut decoder = FrameDecoder::new(peer_of(role), usize::MAX);
