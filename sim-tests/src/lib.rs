@@ -217,11 +217,18 @@ impl Sim {
 
     /// Runs until `done` holds (checked after every tick); returns the
     /// virtual time it took. Fails after `limit`.
-    pub fn run_until(
+    pub fn run_until(&mut self, what: &str, limit: Duration, done: impl FnMut() -> bool) -> Duration {
+        self.run_until_with(what, limit, done, |_| {})
+    }
+
+    /// [`Sim::run_until`], calling `before_tick` before every tick (to
+    /// inject traffic).
+    pub fn run_until_with(
         &mut self,
         what: &str,
         limit: Duration,
         mut done: impl FnMut() -> bool,
+        mut before_tick: impl FnMut(&mut Sim),
     ) -> Duration {
         let start = self.now();
         loop {
@@ -234,6 +241,7 @@ impl Sim {
                     self.now()
                 );
             }
+            before_tick(self);
             self.step();
         }
     }
@@ -1117,21 +1125,8 @@ impl Traffic {
         server: &Server,
         what: &str,
         limit: Duration,
-        mut done: impl FnMut() -> bool,
+        done: impl FnMut() -> bool,
     ) -> Duration {
-        let start = sim.now();
-        loop {
-            if done() {
-                return sim.now() - start;
-            }
-            if sim.now() - start > limit {
-                panic!(
-                    "timed out after {limit:?} (virtual) at {:?} waiting for: {what}",
-                    sim.now()
-                );
-            }
-            self.send_due(sim, server);
-            sim.step();
-        }
+        sim.run_until_with(what, limit, done, |sim| self.send_due(sim, server))
     }
 }
