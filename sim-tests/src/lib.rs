@@ -902,6 +902,23 @@ impl Fleet {
         self.agents.len() - 1
     }
 
+    /// Starts `per_host` agents on every host, each after a random delay
+    /// of up to `stagger` and with a seed of its own (both from the sim's rng).
+    pub fn spawn_staggered(&mut self, sim: &mut Sim, per_host: usize, stagger: Duration, reconnect: Reconnect) {
+        for host in 0..self.hosts.len() {
+            for _ in 0..per_host {
+                let start_after = sim.random_duration(Duration::ZERO, stagger);
+                let seed = sim.rng.random();
+                self.spawn(host, AgentSpec { start_after, reconnect, seed });
+            }
+        }
+    }
+
+    /// Whether every agent has an open connection.
+    pub fn all_connected(&self) -> bool {
+        self.agents.iter().all(|a| a.key().is_some())
+    }
+
     /// Agents on a host.
     pub fn on_host(&self, host: usize) -> impl Iterator<Item = (usize, &Agent)> {
         self.agents

@@ -18,24 +18,9 @@ fn fanout(seed: u64) {
     );
     let server = Server::install(&mut sim, ServerSpec::default());
     let mut fleet = Fleet::install(&mut sim, HOSTS);
-    for host in 0..HOSTS {
-        for _ in 0..PER_HOST {
-            let start_after = sim.random_duration(Duration::ZERO, Duration::from_millis(500));
-            let seed = sim.rng.random();
-            fleet.spawn(
-                host,
-                AgentSpec {
-                    start_after,
-                    reconnect: Reconnect::OnCommand,
-                    seed,
-                },
-            );
-        }
-    }
+    fleet.spawn_staggered(&mut sim, PER_HOST, Duration::from_millis(500), Reconnect::OnCommand);
     let clients = HOSTS * PER_HOST;
-    sim.run_until("every client connected", Duration::from_secs(5), || {
-        fleet.agents.iter().all(|a| a.key().is_some())
-    });
+    sim.run_until("every client connected", Duration::from_secs(5), || fleet.all_connected());
     assert_eq!(server.app().connection_count(PATH), clients);
     let encodings_before = server.app().encodings();
 

@@ -100,9 +100,7 @@ pub(crate) fn model_check(seed: u64) -> Trace {
         }
     }
     let settle = sim.net.max_latency * 3;
-    sim.run_until("the first clients connect", Duration::from_secs(3), || {
-        fleet.agents.iter().all(|a| a.key().is_some())
-    });
+    sim.run_until("the first clients connect", Duration::from_secs(3), || fleet.all_connected());
 
     let mut next_message = 0usize;
     let mut history = Vec::new();

@@ -31,20 +31,7 @@ pub(crate) fn partition(seed: u64) -> (Vec<AgentLog>, Vec<ServerEvent>) {
     let mut sim = Sim::new(seed, Net::default());
     let server = Server::install(&mut sim, ServerSpec::default());
     let mut fleet = Fleet::install(&mut sim, HOSTS);
-    for host in 0..HOSTS {
-        for _ in 0..PER_HOST {
-            let start_after = sim.random_duration(Duration::ZERO, Duration::from_millis(300));
-            let seed = sim.rng.random();
-            fleet.spawn(
-                host,
-                AgentSpec {
-                    start_after,
-                    reconnect: Reconnect::OnCommand,
-                    seed,
-                },
-            );
-        }
-    }
+    fleet.spawn_staggered(&mut sim, PER_HOST, Duration::from_millis(300), Reconnect::OnCommand);
     // Half the hosts are cut off, each by a partition or a hold.
     let mut hosts: Vec<usize> = (0..HOSTS).collect();
     let mut cut = Vec::new();
@@ -62,9 +49,7 @@ pub(crate) fn partition(seed: u64) -> (Vec<AgentLog>, Vec<ServerEvent>) {
     let total = HOSTS * PER_HOST;
     let healthy_count = total - cut.len() * PER_HOST;
 
-    sim.run_until("every client connected", Duration::from_secs(5), || {
-        fleet.agents.iter().all(|a| a.key().is_some())
-    });
+    sim.run_until("every client connected", Duration::from_secs(5), || fleet.all_connected());
     for agent in &fleet.agents {
         agent.send(Cmd::Send(format!("join:{}", host_topic(agent.host))));
     }

@@ -15,20 +15,7 @@ fn restart(seed: u64) {
     let mut sim = Sim::new(seed, Net::default());
     let server = Server::install(&mut sim, ServerSpec::default());
     let mut fleet = Fleet::install(&mut sim, HOSTS);
-    for host in 0..HOSTS {
-        for _ in 0..PER_HOST {
-            let start_after = sim.random_duration(Duration::ZERO, Duration::from_millis(300));
-            let seed = sim.rng.random();
-            fleet.spawn(
-                host,
-                AgentSpec {
-                    start_after,
-                    reconnect: Reconnect::Auto,
-                    seed,
-                },
-            );
-        }
-    }
+    fleet.spawn_staggered(&mut sim, PER_HOST, Duration::from_millis(300), Reconnect::Auto);
     let total = HOSTS * PER_HOST;
     let all_on = |fleet: &Fleet, generation: u64| {
         fleet.agents.iter().all(|a| {

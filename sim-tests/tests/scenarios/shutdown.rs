@@ -25,24 +25,9 @@ pub(crate) fn shutdown(
         },
     );
     let mut fleet = Fleet::install(&mut sim, HOSTS);
-    for host in 0..HOSTS {
-        for _ in 0..PER_HOST {
-            let start_after = sim.random_duration(Duration::ZERO, Duration::from_millis(300));
-            let seed = sim.rng.random();
-            fleet.spawn(
-                host,
-                AgentSpec {
-                    start_after,
-                    reconnect: Reconnect::OnCommand,
-                    seed,
-                },
-            );
-        }
-    }
+    fleet.spawn_staggered(&mut sim, PER_HOST, Duration::from_millis(300), Reconnect::OnCommand);
     let total = HOSTS * PER_HOST;
-    sim.run_until("every client connected", Duration::from_secs(5), || {
-        fleet.agents.iter().all(|a| a.key().is_some())
-    });
+    sim.run_until("every client connected", Duration::from_secs(5), || fleet.all_connected());
     // The stalled clients stop reading now: with the load below, the
     // server's writes to them block long before the shutdown, so their
     // close frame can never be written.

@@ -28,24 +28,9 @@ fn slow_consumer(seed: u64) {
         },
     );
     let mut fleet = Fleet::install(&mut sim, HOSTS);
-    for host in 0..HOSTS {
-        for _ in 0..PER_HOST {
-            let seed = sim.rng.random();
-            let start_after = sim.random_duration(Duration::ZERO, Duration::from_millis(200));
-            fleet.spawn(
-                host,
-                AgentSpec {
-                    start_after,
-                    reconnect: Reconnect::OnCommand,
-                    seed,
-                },
-            );
-        }
-    }
+    fleet.spawn_staggered(&mut sim, PER_HOST, Duration::from_millis(200), Reconnect::OnCommand);
     let total = HOSTS * PER_HOST;
-    sim.run_until("every client connected", Duration::from_secs(5), || {
-        fleet.agents.iter().all(|a| a.key().is_some())
-    });
+    sim.run_until("every client connected", Duration::from_secs(5), || fleet.all_connected());
     let slow = sim.rng.random_range(0..total);
     fleet.agents[slow].send(Cmd::Stall);
     sim.run_for(sim.net.max_latency * 2);
