@@ -19,7 +19,7 @@ use bytes::BytesMut;
 
 use blaze_proto::{CloseCause, CloseCode, Event, Message};
 
-use crate::config::{RateLimit, RateLimitAction};
+use crate::config::{RateLimit, RateLimitAction, WsConfig};
 use crate::error::WsError;
 use crate::handler::{panic_message, Handler};
 use crate::rate::TokenBucket;
@@ -46,6 +46,19 @@ pub(crate) struct DriverLimits {
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) close_timeout: Duration,
     pub(crate) rate_limit: Option<RateLimit>,
+}
+
+impl DriverLimits {
+    pub(crate) fn from_config(config: &WsConfig) -> DriverLimits {
+        DriverLimits {
+            read_buffer_size: config.read_buffer_size.max(256),
+            write_buffer_size: config.write_buffer_size.max(1024),
+            read_timeout: config.read_timeout,
+            write_timeout: config.write_timeout,
+            close_timeout: config.close_timeout,
+            rate_limit: config.rate_limit,
+        }
+    }
 }
 
 pub(crate) struct Driver<R: Runtime, T: Transport> {

@@ -124,11 +124,11 @@ async fn handle_connection<R: Runtime, T: Transport>(
         match reader.read(&mut buf) {
             Ok(Some(request)) => break request,
             Ok(None) => {}
-            Err(err) => return reject(&rt, &mut io, err.to_response()).await,
+            Err(err) => return respond_and_close(&rt, &mut io, err.to_response()).await,
         }
         buf.reserve(1024);
         match timeout(&rt, reader.poll_timeout(), read_buf(&mut io, &mut buf)).await {
-            None => return reject(&rt, &mut io, HandshakeError::Timeout.to_response()).await,
+            None => return respond_and_close(&rt, &mut io, HandshakeError::Timeout.to_response()).await,
             Some(Ok(0)) | Some(Err(_)) => return,
             Some(Ok(_)) => {}
         }
@@ -159,8 +159,8 @@ async fn handle_connection<R: Runtime, T: Transport>(
         (Some((route, params)), None) => {
             upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard).await
         }
-        (None, None) if path_matched => reject(&rt, &mut io, Response::text(405, "method not allowed")).await,
-        (None, None) => reject(&rt, &mut io, Response::text(404, "not found")).await,
+        (None, None) if path_matched => respond_and_close(&rt, &mut io, Response::text(405, "method not allowed")).await,
+        (None, None) => respond_and_close(&rt, &mut io, Response::text(404, "not found")).await,
     }
 }
 
@@ -200,18 +200,18 @@ async fn upgrade<R: Runtime, T: Transport>(
     let config = config.as_deref().cloned().unwrap_or_else(|| app.current_config());
     let upgrade = match UpgradeRequest::validate(request) {
         Ok(upgrade) => upgrade,
-        Err(err) => return reject(&rt, &mut io, err.to_response()).await,
+        Err(err) => return respond_and_close(&rt, &mut io, err.to_response()).await,
     };
     if let Some(check) = &config.check_origin {
         if !check(&upgrade.request) {
-            return reject(&rt, &mut io, Response::text(403, "origin not allowed")).await;
+            return respond_and_close(&rt, &mut io, Response::text(403, "origin not allowed")).await;
         }
     }
     let request = to_request(&upgrade.request, params, ctx, Bytes::new());
     let mut locals = Extensions::new();
     for guard in &route.guards {
         if let Err(response) = guard(&request, &mut locals) {
-            return reject(&rt, &mut io, response).await;
+            return respond_and_close(&rt, &mut io, response).await;
         }
     }
     let hub = app.inner.hub.clone();
@@ -222,7 +222,7 @@ async fn upgrade<R: Runtime, T: Transport>(
             AdmitError::RouteFull => Response::text(503, "too many connections"),
             AdmitError::IpFull => Response::text(429, "too many connections from this address"),
         };
-        return reject(&rt, &mut io, response).await;
+        return respond_and_close(&rt, &mut io, response).await;
     }
     let protocol = upgrade.select_protocol(&config.subprotocols).map(str::to_owned);
     let response = upgrade.accept(protocol.as_deref(), None).to_bytes();
@@ -308,13 +308,13 @@ async fn serve_http<R: Runtime, T: Transport>(
     let length: usize = match request.header("content-length").map(|v| v.trim().parse()) {
         None => 0,
         Some(Ok(n)) if n <= MAX_HTTP_BODY => n,
-        Some(Ok(_)) => return reject(rt, &mut io, Response::text(413, "body too large")).await,
-        Some(Err(_)) => return reject(rt, &mut io, Response::text(400, "bad content-length")).await,
+        Some(Ok(_)) => return respond_and_close(rt, &mut io, Response::text(413, "body too large")).await,
+        Some(Err(_)) => return respond_and_close(rt, &mut io, Response::text(400, "bad content-length")).await,
     };
     while buf.len() < length {
         buf.reserve(length - buf.len());
         match timeout(rt, reader.poll_timeout(), read_buf(&mut io, &mut buf)).await {
-            None => return reject(rt, &mut io, HandshakeError::Timeout.to_response()).await,
+            None => return respond_and_close(rt, &mut io, HandshakeError::Timeout.to_response()).await,
             Some(Ok(0)) | Some(Err(_)) => return,
             Some(Ok(_)) => {}
         }
@@ -323,34 +323,21 @@ async fn serve_http<R: Runtime, T: Transport>(
     let request = to_request(&request, params, ctx, body);
     for guard in &route.guards {
         if let Err(response) = guard(&request, &mut Extensions::new()) {
-            return reject(rt, &mut io, response).await;
+            return respond_and_close(rt, &mut io, response).await;
         }
     }
     let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&request)))
         .unwrap_or_else(|_| Response::text(500, "internal server error"));
-    reject(rt, &mut io, response).await;
+    respond_and_close(rt, &mut io, response).await;
 }
 
 /// Writes a response and closes the connection (responses that do not
 /// upgrade always close: these are pages and rejections, not an API server).
-async fn reject<R: Runtime, T: Transport>(rt: &R, io: &mut T, response: Response) {
+async fn respond_and_close<R: Runtime, T: Transport>(rt: &R, io: &mut T, response: Response) {
     if response.status >= 400 {
         tracing::debug!(status = response.status, "request rejected");
     }
     let deadline = rt.now() + Duration::from_secs(5);
     let _ = timeout(rt, deadline, write_all(io, &response.to_bytes())).await;
     shutdown(rt, io, deadline).await;
-}
-
-impl DriverLimits {
-    pub(crate) fn from_config(config: &crate::config::WsConfig) -> DriverLimits {
-        DriverLimits {
-            read_buffer_size: config.read_buffer_size.max(256),
-            write_buffer_size: config.write_buffer_size.max(1024),
-            read_timeout: config.read_timeout,
-            write_timeout: config.write_timeout,
-            close_timeout: config.close_timeout,
-            rate_limit: config.rate_limit,
-        }
-    }
 }

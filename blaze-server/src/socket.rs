@@ -183,11 +183,9 @@ impl WebSocket {
             return Err(SendError::Invalid(format!("close code {code} may not be sent")));
         }
         self.shared.with_conn(|inner| {
+            // `with_conn` wakes the driver, which applies it with its clock.
             if inner.conn.is_open() && inner.pending_close.is_none() {
                 inner.pending_close = Some((code, reason.to_owned()));
-                if let Some(waker) = &inner.driver_waker {
-                    waker.wake_by_ref();
-                }
             }
         });
         Ok(())
