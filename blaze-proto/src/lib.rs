@@ -11,6 +11,8 @@
 //! - [`frame`]: the frame codec with word-at-a-time masking.
 //! - [`Connection`]: fragmentation, UTF-8, the close handshake, ping/pong
 //!   heartbeats and every deadline, driven by `now`.
+//! - [`deflate`]: permessage-deflate (RFC 7692), negotiated by the
+//!   handshake and run by the connection, inflation bounded as it runs.
 //! - [`PreparedMessage`]: a broadcast encoded once and shared by every socket.
 //! - [`Registry`]: connections by route path and topic.
 //!
@@ -48,6 +50,7 @@
 
 pub mod close;
 mod connection;
+pub mod deflate;
 mod error;
 pub mod frame;
 pub mod handshake;

@@ -1,5 +1,9 @@
 //! Broadcast encoding: a message serialized and framed once, shared by
-//! every connection it is sent to.
+//! every connection it is sent to, and compressed at most once for every
+//! connection that compresses without context.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 
@@ -10,6 +14,11 @@ use crate::message::Message;
 /// any number of server connections ([`crate::Connection::send_prepared`]),
 /// shares the same bytes: no copy, no re-encoding.
 ///
+/// Connections with permessage-deflate in shared mode (no server context
+/// takeover) get one compressed frame, made by the first of them and
+/// shared by the rest; a connection keeping context compresses its own
+/// copy. [`PreparedMessage::compressions`] counts how many were made.
+///
 /// ```
 /// use blaze_proto::PreparedMessage;
 /// let update = PreparedMessage::text("BTC 95000");
@@ -17,12 +26,30 @@ use crate::message::Message;
 /// assert_eq!(update.frame().as_ptr(), copy.frame().as_ptr()); // one buffer
 /// assert_eq!(&update.frame()[..2], &[0x81, 9]);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PreparedMessage {
     opcode: OpCode,
     frame: Bytes,
     header_len: usize,
+    compressible: bool,
+    compressed: Arc<Compressed>,
 }
+
+/// The compressed frame shared by clients without context, made once by
+/// the first (for its level and window; others compress their own).
+#[derive(Debug, Default)]
+struct Compressed {
+    frame: OnceLock<(u32, u8, Option<Bytes>)>,
+    compressions: AtomicU64,
+}
+
+impl PartialEq for PreparedMessage {
+    fn eq(&self, other: &PreparedMessage) -> bool {
+        self.opcode == other.opcode && self.frame == other.frame && self.compressible == other.compressible
+    }
+}
+
+impl Eq for PreparedMessage {}
 
 impl PreparedMessage {
     /// Frames a message once.
@@ -55,7 +82,20 @@ impl PreparedMessage {
         let total = encoded_len(payload.len(), false);
         let mut frame = BytesMut::with_capacity(total);
         encode_frame(FrameHeader::new(opcode), payload, None, &mut frame);
-        PreparedMessage { opcode, header_len: total - payload.len(), frame: frame.freeze() }
+        PreparedMessage {
+            opcode,
+            header_len: total - payload.len(),
+            frame: frame.freeze(),
+            compressible: true,
+            compressed: Arc::default(),
+        }
+    }
+
+    /// Never compressed, even to clients that negotiated permessage-deflate
+    /// (already-compressed payloads).
+    pub fn uncompressed(mut self) -> PreparedMessage {
+        self.compressible = false;
+        self
     }
 
     /// The encoded frame, header and payload.
@@ -68,9 +108,41 @@ impl PreparedMessage {
         self.frame.slice(self.header_len..)
     }
 
+    /// The payload's length.
+    pub fn payload_len(&self) -> usize {
+        self.frame.len() - self.header_len
+    }
+
     /// Text or binary.
     pub fn opcode(&self) -> OpCode {
         self.opcode
+    }
+
+    /// How many times this message (and its clones) has been compressed:
+    /// at most once for every receiver without context that shares the
+    /// first one's level and window, plus one per other receiver.
+    pub fn compressions(&self) -> u64 {
+        self.compressed.compressions.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn compressible(&self) -> bool {
+        self.compressible
+    }
+
+    pub(crate) fn count_compression(&self) {
+        self.compressed.compressions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The compressed server frame for receivers without context, made
+    /// once; `None` if it was made for another level or window (the
+    /// caller compresses its own) or compression failed.
+    pub(crate) fn shared_compressed(&self, level: u32, window: u8) -> Option<Bytes> {
+        let (l, w, frame) = self.compressed.frame.get_or_init(|| {
+            self.count_compression();
+            let payload = &self.frame[self.header_len..];
+            (level, window, crate::deflate::shared_frame(level, window, self.opcode, payload))
+        });
+        (*l == level && *w == window).then(|| frame.clone()).flatten()
     }
 }
 

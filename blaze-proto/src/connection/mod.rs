@@ -14,6 +14,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame};
+use crate::deflate::{compress_message, DeflateConfig, DeflateParams, DeflateSide, Inflater};
 use crate::error::{ProtocolError, UsageError};
 use crate::frame::{encode_frame, put_header, DecodedFrame, FrameDecoder, FrameHeader, OpCode, Role};
 use crate::mask_keys::MaskKeys;
@@ -22,6 +23,20 @@ use crate::prepared::PreparedMessage;
 use assemble::Assembler;
 use outbound::{Outbound, COPY_THRESHOLD};
 use timer::{Timer, TimerTable};
+
+/// Bytes a single [`Connection::handle_read`] may inflate before it stops
+/// taking frames (the rest waits in the buffer, [`Connection::input_paused`]):
+/// a read full of small compression bombs cannot hold the thread, or
+/// memory, for more than about this much inflation at a time.
+const INFLATE_BUDGET: u64 = 1 << 20;
+
+/// The sending half of permessage-deflate, once negotiated.
+#[derive(Debug)]
+struct Deflate {
+    side: DeflateSide,
+    /// Dedicated mode's compressor (context takeover); created on first use.
+    compressor: Option<flate2::Compress>,
+}
 
 /// Where the connection is in its life (RFC 6455 §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +112,15 @@ pub struct Connection {
     last_now: Instant,
     /// A message was sent since the idle timer was last armed.
     sent_since_idle_arm: bool,
+    /// permessage-deflate, if negotiated: how we compress.
+    deflate: Option<Box<Deflate>>,
+    /// The peer broke the protocol: applied (close frame, `Closed`) once the
+    /// events that came before it on the wire have been taken, so replies
+    /// to them go out before the close frame, in the wire's order.
+    failure: Option<ProtocolError>,
+    /// The last `handle_read` stopped at its inflation budget with
+    /// complete frames left in the buffer.
+    input_paused: bool,
 }
 
 impl Connection {
@@ -116,11 +140,30 @@ impl Connection {
             close_timer_unarmed: false,
             last_now: now,
             sent_since_idle_arm: false,
+            deflate: None,
+            failure: None,
+            input_paused: false,
             config,
         };
         connection.on_inbound_activity(now);
         connection.touch_idle(now);
         connection
+    }
+
+    /// Turns permessage-deflate on with the parameters the handshake
+    /// agreed (RFC 7692): RSV1 is accepted on first data frames, compressed
+    /// messages are inflated (bounded by `max_message_size`), and messages
+    /// of at least `config.threshold` bytes are sent compressed.
+    pub fn enable_deflate(&mut self, params: &DeflateParams, config: &DeflateConfig) {
+        let side = DeflateSide::new(params, config, self.role);
+        self.decoder.allow_rsv1(true);
+        self.assembler.set_inflater(Inflater::new(&side));
+        self.deflate = Some(Box::new(Deflate { side, compressor: None }));
+    }
+
+    /// Whether permessage-deflate is on.
+    pub fn is_deflate_enabled(&self) -> bool {
+        self.deflate.is_some()
     }
 
     /// Which end this is.
@@ -162,31 +205,90 @@ impl Connection {
     /// Consumes every complete frame at the front of `buf` (bytes read from
     /// the transport, in order); an incomplete frame stays in `buf` for the
     /// next read. After a protocol error or close, the rest is discarded.
+    ///
+    /// A protocol error takes effect after the events before it: they are
+    /// returned by [`Connection::poll_event`] first, and the connection
+    /// stays open (so replies to them are queued) until they are taken.
+    /// Text and compressed frames are checked as their bytes arrive, before
+    /// the frame is complete. At most about 1 MiB is inflated per call;
+    /// past that the rest stays in `buf` and [`Connection::input_paused`]
+    /// says to call again (with or without new bytes).
     pub fn handle_read(&mut self, buf: &mut BytesMut, now: Instant) {
         self.last_now = now;
-        if self.state == State::Closed {
+        self.input_paused = false;
+        if self.state == State::Closed || self.failure.is_some() {
             buf.clear();
             return;
         }
         if !buf.is_empty() {
             self.on_inbound_activity(now);
         }
+        let inflated_before = self.assembler.inflated_total();
         loop {
             match self.decoder.decode(buf) {
-                Ok(Some(frame)) => self.on_frame(frame, now),
-                Ok(None) => break,
-                Err(err) => self.fail(err),
+                Ok(Some(frame)) => {
+                    let taken = self.decoder.last_taken();
+                    self.on_frame(frame, taken, now)
+                }
+                Ok(None) => {
+                    self.inspect_incomplete_frame(buf);
+                    break;
+                }
+                Err(err) => self.defer_failure(err),
             }
-            if self.state == State::Closed {
-                buf.clear();
+            if self.state == State::Closed || self.failure.is_some() {
                 break;
             }
+            if self.assembler.inflated_total() - inflated_before >= INFLATE_BUDGET && !buf.is_empty() {
+                self.input_paused = true;
+                break;
+            }
+        }
+        if self.state == State::Closed || self.failure.is_some() {
+            buf.clear();
+        }
+        if self.events.is_empty() {
+            self.apply_failure();
+        }
+    }
+
+    /// Whether the last [`Connection::handle_read`] left complete frames in
+    /// its buffer to bound the work of one call: call it again soon.
+    pub fn input_paused(&self) -> bool {
+        self.input_paused
+    }
+
+    /// Checks the arrived part of a frame still being read: UTF-8 of text,
+    /// inflation of compressed data.
+    fn inspect_incomplete_frame(&mut self, buf: &mut BytesMut) {
+        let Some(header) = self.decoder.pending_header() else { return };
+        if header.opcode.is_control() || !self.assembler.wants_prefix(&header) {
+            return;
+        }
+        if let Some((offset, bytes)) = self.decoder.take_prefix(buf) {
+            if let Err(err) = self.assembler.inspect(header, offset, bytes) {
+                self.defer_failure(err);
+            }
+        }
+    }
+
+    /// Records a protocol error; input stops here.
+    fn defer_failure(&mut self, err: ProtocolError) {
+        if self.failure.is_none() {
+            self.failure = Some(err);
+        }
+    }
+
+    fn apply_failure(&mut self) {
+        if let Some(err) = self.failure.take() {
+            self.fail(err);
         }
     }
 
     /// The transport reached end of stream (or failed): the connection is
     /// closed, abnormally (1006) unless the close handshake had finished.
     pub fn handle_eof(&mut self) {
+        self.apply_failure();
         if self.state != State::Closed {
             self.finish(CloseCode::ABNORMAL, String::new(), CloseCause::TransportClosed);
         }
@@ -248,6 +350,11 @@ impl Connection {
     /// The next event, in the order they happened.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        // Every event before the protocol error is taken: now fail.
+        self.apply_failure();
         self.events.pop_front()
     }
 
@@ -289,19 +396,62 @@ impl Connection {
     // ---- commands ----------------------------------------------------
 
     /// Queues a message, as one frame.
+    ///
+    /// With permessage-deflate on, a message of at least the configured
+    /// threshold is compressed.
     pub fn send(&mut self, message: Message) -> Result<(), UsageError> {
-        let opcode = match message {
-            Message::Text(_) => OpCode::Text,
-            Message::Binary(_) => OpCode::Binary,
+        let opcode = opcode_of(&message);
+        self.send_payload(opcode, message.into_bytes(), true)
+    }
+
+    /// Queues a message uncompressed even when permessage-deflate is on
+    /// (already-compressed payloads: images, archives).
+    pub fn send_uncompressed(&mut self, message: Message) -> Result<(), UsageError> {
+        let opcode = opcode_of(&message);
+        self.send_payload(opcode, message.into_bytes(), false)
+    }
+
+    /// Whether a message of `len` bytes goes out compressed.
+    fn compresses(&self, len: usize) -> bool {
+        self.deflate.as_ref().is_some_and(|d| d.side.can_send_compressed() && len >= d.side.threshold)
+    }
+
+    /// Compresses `payload` as one message, masked for the client role.
+    /// `None`: compression failed, send it plain.
+    fn compress(&mut self, opcode: OpCode, payload: &[u8]) -> Option<Bytes> {
+        let mask = match self.role {
+            Role::Client => Some(self.masks.next_key()),
+            Role::Server => None,
         };
-        self.send_payload(opcode, message.into_bytes())
+        let deflate = self.deflate.as_deref_mut()?;
+        compress_message(&deflate.side, &mut deflate.compressor, opcode, payload, mask)
     }
 
     /// Queues a message encoded once for many connections. A server shares
     /// the encoded frame without copying; a client must mask, so it encodes
     /// its own copy.
+    ///
+    /// With permessage-deflate on and no server context kept (shared
+    /// mode), every such connection queues the same compressed frame,
+    /// compressed once; with context takeover each compresses its own copy.
     pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), UsageError> {
         self.check_can_send(message.frame().len())?;
+        if message.compressible() && self.compresses(message.payload_len()) {
+            let deflate = self.deflate.as_deref().expect("compresses() checked");
+            let shared = match (self.role, deflate.side.send_no_context) {
+                (Role::Server, true) => message.shared_compressed(deflate.side.level, deflate.side.send_window),
+                _ => None,
+            };
+            let frame = shared.or_else(|| {
+                message.count_compression();
+                self.compress(message.opcode(), &message.payload())
+            });
+            if let Some(frame) = frame {
+                self.outbound.push_shared(&frame);
+                self.note_sent();
+                return Ok(());
+            }
+        }
         match self.role {
             Role::Server => self.outbound.push_shared(message.frame()),
             Role::Client => {
@@ -314,8 +464,17 @@ impl Connection {
         Ok(())
     }
 
-    fn send_payload(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), UsageError> {
+    fn send_payload(&mut self, opcode: OpCode, payload: Bytes, compress: bool) -> Result<(), UsageError> {
+        // Checked before compressing: a compressor keeping context must
+        // not take in a message the peer will never receive.
         self.check_can_send(payload.len())?;
+        if compress && self.compresses(payload.len()) {
+            if let Some(frame) = self.compress(opcode, &payload) {
+                self.outbound.push_shared(&frame);
+                self.note_sent();
+                return Ok(());
+            }
+        }
         let header = FrameHeader::new(opcode);
         match self.role {
             Role::Server if payload.len() >= COPY_THRESHOLD => {
@@ -409,7 +568,7 @@ impl Connection {
 
     // ---- internals ---------------------------------------------------
 
-    fn on_frame(&mut self, frame: DecodedFrame, now: Instant) {
+    fn on_frame(&mut self, frame: DecodedFrame, taken: usize, now: Instant) {
         match frame.header.opcode {
             OpCode::Ping => {
                 // Pongs count toward max_backpressure like data: a peer that
@@ -422,14 +581,14 @@ impl Connection {
             }
             OpCode::Pong => self.events.push_back(Event::Pong(frame.payload)),
             OpCode::Close => self.on_close_frame(&frame.payload),
-            _ => match self.assembler.push(frame) {
+            _ => match self.assembler.push(frame, taken) {
                 Ok(Some(message)) if self.state == State::Open => {
                     self.touch_idle(now);
                     self.events.push_back(Event::Message(message));
                 }
                 // §1.4: after our close frame, data still in flight is dropped.
                 Ok(_) => {}
-                Err(err) => self.fail(err),
+                Err(err) => self.defer_failure(err),
             },
         }
     }
@@ -437,7 +596,7 @@ impl Connection {
     fn on_close_frame(&mut self, payload: &[u8]) {
         let received = match CloseFrame::parse(payload) {
             Ok(frame) => frame,
-            Err(err) => return self.fail(err),
+            Err(err) => return self.defer_failure(err),
         };
         let (code, reason) = match &received {
             Some(frame) => (frame.code, frame.reason.clone()),
@@ -470,7 +629,8 @@ impl Connection {
         self.timers.stop_all();
         // A close timer still waiting to be armed has nothing left to time.
         self.close_timer_unarmed = false;
-        self.assembler = Assembler::new(self.config.max_message_size);
+        self.failure = None;
+        self.assembler.reset();
         if !self.closed_emitted {
             self.closed_emitted = true;
             self.events.push_back(Event::Closed(CloseInfo { code, reason, cause }));
@@ -503,5 +663,12 @@ impl Connection {
 
     fn note_sent(&mut self) {
         self.sent_since_idle_arm = true;
+    }
+}
+
+fn opcode_of(message: &Message) -> OpCode {
+    match message {
+        Message::Text(_) => OpCode::Text,
+        Message::Binary(_) => OpCode::Binary,
     }
 }

@@ -31,6 +31,8 @@ struct PendingHeader {
     mask: Option<[u8; 4]>,
     header_len: usize,
     payload_len: usize,
+    /// Payload bytes already handed out (unmasked) by `take_prefix`.
+    taken: usize,
 }
 
 /// Decodes frames from a byte stream split at arbitrary points.
@@ -60,6 +62,9 @@ pub struct FrameDecoder {
     max_frame_size: usize,
     allow_rsv1: bool,
     pending: Option<PendingHeader>,
+    /// How much of the last decoded frame's payload `take_prefix` had
+    /// handed out before it completed.
+    last_taken: usize,
 }
 
 impl FrameDecoder {
@@ -67,7 +72,7 @@ impl FrameDecoder {
     /// exceeds `max_frame_size` fail with [`ProtocolError::FrameTooLarge`]
     /// before any of their payload is buffered.
     pub fn new(role: Role, max_frame_size: usize) -> FrameDecoder {
-        FrameDecoder { role, max_frame_size, allow_rsv1: false, pending: None }
+        FrameDecoder { role, max_frame_size, allow_rsv1: false, pending: None, last_taken: 0 }
     }
 
     /// Accepts RSV1 on data frames: set once permessage-deflate is negotiated.
@@ -99,12 +104,45 @@ impl FrameDecoder {
             return Ok(None);
         }
         self.pending = None;
+        self.last_taken = pending.taken;
         buf.advance(pending.header_len);
         let mut payload = buf.split_to(pending.payload_len);
         if let Some(key) = pending.mask {
-            apply_mask(&mut payload, key, 0);
+            apply_mask(&mut payload[pending.taken..], key, pending.taken);
         }
         Ok(Some(DecodedFrame { header: header_from_b0(pending.b0), mask: pending.mask, payload: payload.freeze() }))
+    }
+
+    /// The header of the frame whose payload is still arriving, if any.
+    pub fn pending_header(&self) -> Option<FrameHeader> {
+        self.pending.map(|p| header_from_b0(p.b0))
+    }
+
+    /// The payload bytes of the incomplete frame at the front of `buf` that
+    /// arrived since the last call, unmasked in place, with their offset in
+    /// the payload. Lets a text frame's UTF-8 (or a compressed frame's
+    /// inflation) be checked as its bytes arrive; [`FrameDecoder::decode`]
+    /// still returns the whole payload when the frame completes, and
+    /// [`FrameDecoder::last_taken`] says how much of it was handed out here.
+    pub fn take_prefix<'a>(&mut self, buf: &'a mut BytesMut) -> Option<(usize, &'a [u8])> {
+        let pending = self.pending.as_mut()?;
+        let start = pending.header_len + pending.taken;
+        let end = buf.len().min(pending.header_len + pending.payload_len);
+        if end <= start {
+            return None;
+        }
+        if let Some(key) = pending.mask {
+            apply_mask(&mut buf[start..end], key, pending.taken);
+        }
+        let offset = pending.taken;
+        pending.taken += end - start;
+        Some((offset, &buf[start..end]))
+    }
+
+    /// How many payload bytes of the frame [`FrameDecoder::decode`] last
+    /// returned had been handed out by [`FrameDecoder::take_prefix`].
+    pub fn last_taken(&self) -> usize {
+        self.last_taken
     }
 
     fn parse_header(&self, buf: &[u8]) -> Result<Option<PendingHeader>, ProtocolError> {
@@ -169,7 +207,7 @@ impl FrameDecoder {
             None
         };
         let header_len = mask_at + if masked { 4 } else { 0 };
-        Ok(Some(PendingHeader { b0, mask, header_len, payload_len: payload_len as usize }))
+        Ok(Some(PendingHeader { b0, mask, header_len, payload_len: payload_len as usize, taken: 0 }))
     }
 }
 
@@ -292,6 +330,22 @@ mod tests {
         let err = decoder.decode(&mut BytesMut::from(&[0x82, 0x7e, 0x01, 0x00][..])).unwrap_err();
         assert_eq!(err, ProtocolError::FrameTooLarge { size: 256, max: 100 });
         assert_eq!(err.close_code(), crate::CloseCode::MESSAGE_TOO_BIG);
+    }
+
+    #[test]
+    fn a_prefix_taken_early_is_unmasked_once() {
+        let wire = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let mut decoder = FrameDecoder::new(Role::Server, 1 << 20);
+        let mut buf = BytesMut::from(&wire[..8]);
+        assert!(decoder.decode(&mut buf).unwrap().is_none());
+        assert_eq!(decoder.take_prefix(&mut buf), Some((0, &b"He"[..])));
+        assert_eq!(decoder.take_prefix(&mut buf), None);
+        buf.extend_from_slice(&wire[8..10]);
+        assert_eq!(decoder.take_prefix(&mut buf), Some((2, &b"ll"[..])));
+        buf.extend_from_slice(&wire[10..]);
+        let frame = decoder.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(&frame.payload[..], b"Hello");
+        assert_eq!(decoder.last_taken(), 4);
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub enum ClientHandshakeError {
     /// §4.1 (5): an extension the client did not offer.
     #[error("server chose extension {0:?}, which was not offered")]
     UnexpectedExtension(String),
+    /// RFC 7692 §7.1: a permessage-deflate answer that is malformed or
+    /// outside what the offer allowed.
+    #[error("bad permessage-deflate response: {0}")]
+    BadDeflate(#[from] crate::deflate::DeflateParamsError),
 }
 
 /// A validated 101 response.
@@ -52,6 +56,9 @@ pub struct HandshakeResponse {
     pub protocol: Option<String>,
     /// The extensions the server accepted.
     pub extensions: Vec<ExtensionOffer>,
+    /// permessage-deflate, if the server accepted it: pass to
+    /// [`crate::Connection::enable_deflate`].
+    pub deflate: Option<crate::deflate::DeflateParams>,
     /// Every header, names lowercased.
     pub headers: Vec<(String, String)>,
 }
@@ -106,6 +113,11 @@ impl ClientHandshake {
     {
         self.protocols = protocols.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// Offers permessage-deflate as `config` says ([`crate::deflate::DeflateParams::offer`]).
+    pub fn deflate(self, config: &crate::deflate::DeflateConfig) -> Self {
+        self.extensions(crate::deflate::DeflateParams::offer(config))
     }
 
     /// Offers extensions: the raw `Sec-WebSocket-Extensions` value.
@@ -187,7 +199,8 @@ impl ClientHandshake {
         if let Some(ext) = extensions.iter().find(|e| !offered.iter().any(|o| o.name == e.name)) {
             return Err(ClientHandshakeError::UnexpectedExtension(ext.name.clone()));
         }
-        Ok(Some(HandshakeResponse { protocol, extensions, headers }))
+        let deflate = crate::deflate::DeflateParams::from_response(&offered, &extensions)?;
+        Ok(Some(HandshakeResponse { protocol, extensions, deflate, headers }))
     }
 }
 

@@ -263,6 +263,16 @@ impl UpgradeRequest {
         supported.iter().find(|s| self.protocols.iter().any(|p| p == *s)).map(String::as_str)
     }
 
+    /// The permessage-deflate parameters to accept, if any offer is
+    /// acceptable under `config` (RFC 7692 §7.1; invalid offers are
+    /// declined, never an error). Pass them to
+    /// [`crate::Connection::enable_deflate`] and their
+    /// [`to_header`](crate::deflate::DeflateParams::to_header) to
+    /// [`UpgradeRequest::accept`].
+    pub fn negotiate_deflate(&self, config: &crate::deflate::DeflateConfig) -> Option<crate::deflate::DeflateParams> {
+        crate::deflate::DeflateParams::negotiate(&self.extensions, config)
+    }
+
     /// The 101 response completing the handshake (§4.2.2), naming the
     /// chosen subprotocol and accepted extensions, if any.
     pub fn accept(&self, protocol: Option<&str>, extensions: Option<&str>) -> HttpResponse {
