@@ -214,6 +214,14 @@ impl App {
         self.inner.hub.encodings()
     }
 
+    /// How many times broadcasts and publishes have compressed a message
+    /// (permessage-deflate): at most one per call for every receiver in
+    /// shared mode, plus one per dedicated-mode receiver (each keeps its
+    /// own context, so compresses its own copy).
+    pub fn compressions(&self) -> u64 {
+        self.inner.hub.compressions()
+    }
+
     /// A handle that stops the server gracefully.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle { app: self.clone() }

@@ -107,6 +107,15 @@ impl ClientOptions {
         self.config = config;
         self
     }
+
+    /// Offers permessage-deflate (off by default for clients): shared mode
+    /// asks the server to keep no context either way; dedicated mode
+    /// offers context takeover with the config's window. The server's
+    /// answer is checked strictly (RFC 7692 §7.1).
+    pub fn deflate(mut self, config: blaze_proto::deflate::DeflateConfig) -> Self {
+        self.config.compression = Some(config);
+        self
+    }
 }
 
 /// 64 random bits from the OS-seeded hasher std keeps per process, mixed
@@ -136,6 +145,9 @@ pub async fn connect_with<R: Runtime, T: Transport>(
     for (name, value) in &options.headers {
         handshake = handshake.header(name.clone(), value.clone());
     }
+    if let Some(deflate) = &options.config.compression {
+        handshake = handshake.deflate(deflate);
+    }
     let deadline = rt.now() + options.config.handshake_timeout;
     let mut buf = BytesMut::with_capacity(1024);
     let response = timeout(&rt, deadline, async {
@@ -154,6 +166,10 @@ pub async fn connect_with<R: Runtime, T: Transport>(
     .ok_or(ClientError::Timeout)??;
 
     let config = &options.config;
+    let mut conn = Connection::new(Role::Client, config.connection_config(random_u64()), rt.now());
+    if let (Some(params), Some(deflate)) = (&response.deflate, &config.compression) {
+        conn.enable_deflate(params, deflate);
+    }
     let shared = Arc::new(ConnShared {
         id: ConnId(0),
         info: ConnInfo {
@@ -163,7 +179,7 @@ pub async fn connect_with<R: Runtime, T: Transport>(
             ..ConnInfo::default()
         },
         inner: Mutex::new(ConnInner {
-            conn: Connection::new(Role::Client, config.connection_config(random_u64()), rt.now()),
+            conn,
             driver_waker: None,
             pending_close: None,
             pending_abort: false,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blaze_proto::handshake::{HandshakeLimits, HttpRequest};
+use blaze_proto::deflate::{CompressionMode, DeflateConfig};
 use blaze_proto::BackpressurePolicy;
 
 /// Decides whether an upgrade request's `Origin` is allowed (rejected → 403).
@@ -90,6 +91,13 @@ pub struct WsConfig {
     pub max_connections_per_ip: Option<usize>,
     /// Most bytes in an upgrade request head (431 above). Default 16 KiB.
     pub max_request_head: usize,
+    /// permessage-deflate (RFC 7692): `None` (the default) declines every
+    /// offer; `Some` accepts the first acceptable one with these settings.
+    /// Off by default: compression costs CPU per message (and, in
+    /// dedicated mode, memory per connection) that small real-time
+    /// messages rarely repay; turn it on for large or repetitive text.
+    /// See [`WsConfig::enable_compression`].
+    pub compression: Option<DeflateConfig>,
 }
 
 impl Default for WsConfig {
@@ -114,6 +122,7 @@ impl Default for WsConfig {
             rate_limit: None,
             max_connections_per_ip: None,
             max_request_head: 16 * 1024,
+            compression: None,
         }
     }
 }
@@ -128,6 +137,7 @@ impl fmt::Debug for WsConfig {
             .field("subprotocols", &self.subprotocols)
             .field("check_origin", &self.check_origin.is_some())
             .field("max_connections", &self.max_connections)
+            .field("compression", &self.compression)
             .finish_non_exhaustive()
     }
 }
@@ -198,6 +208,53 @@ impl WsConfig {
     pub fn allowed_origins<I: IntoIterator<Item = S>, S: Into<String>>(self, origins: I) -> Self {
         let origins: Vec<String> = origins.into_iter().map(Into::into).collect();
         self.check_origin(move |req| req.header("origin").map_or(true, |o| origins.iter().any(|a| a == o)))
+    }
+
+    /// Turns permessage-deflate on (with the current or default settings:
+    /// level 6, shared mode, 64-byte threshold) or off.
+    ///
+    /// ```
+    /// use blaze_server::{CompressionMode, WsConfig};
+    /// let config = WsConfig::default()
+    ///     .enable_compression(true)
+    ///     .compression_level(6)
+    ///     .compression_threshold(256)
+    ///     .compression_mode(CompressionMode::Shared);
+    /// assert_eq!(config.compression.unwrap().threshold, 256);
+    /// ```
+    pub fn enable_compression(mut self, on: bool) -> Self {
+        self.compression = on.then(|| self.compression.unwrap_or_default());
+        self
+    }
+
+    fn deflate_mut(&mut self) -> &mut DeflateConfig {
+        self.compression.get_or_insert_with(DeflateConfig::default)
+    }
+
+    /// Sets the compression level, 0-9 (default 6); turns compression on.
+    pub fn compression_level(mut self, level: u32) -> Self {
+        *self.deflate_mut() = self.deflate_mut().level(level);
+        self
+    }
+
+    /// Sends messages shorter than `bytes` uncompressed (default 64);
+    /// turns compression on.
+    pub fn compression_threshold(mut self, bytes: usize) -> Self {
+        *self.deflate_mut() = self.deflate_mut().threshold(bytes);
+        self
+    }
+
+    /// Shared (no context kept, broadcasts compressed once; the default)
+    /// or dedicated (context takeover per connection); turns compression on.
+    pub fn compression_mode(mut self, mode: CompressionMode) -> Self {
+        *self.deflate_mut() = self.deflate_mut().mode(mode);
+        self
+    }
+
+    /// Dedicated mode's window, 9-15 (default 15); turns compression on.
+    pub fn compression_window_bits(mut self, bits: u8) -> Self {
+        *self.deflate_mut() = self.deflate_mut().window_bits(bits);
+        self
     }
 
     /// The protocol core's configuration for a connection.

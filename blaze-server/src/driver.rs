@@ -6,7 +6,6 @@
 //! holds, the handler's replies queue up, and everything queued (echoes,
 //! pongs, broadcast frames) leaves in one vectored write.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::io::IoSlice;
@@ -70,7 +69,6 @@ pub(crate) struct Driver<R: Runtime, T: Transport> {
     read_buf: BytesMut,
     read_closed: bool,
     sleep: Option<(Instant, BoxFuture<()>)>,
-    events: VecDeque<Event>,
     rate: Option<TokenBucket>,
     last_read: Instant,
     write_stalled_since: Option<Instant>,
@@ -140,7 +138,6 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             read_buf,
             read_closed: false,
             sleep: None,
-            events: VecDeque::new(),
             rate,
             last_read: now,
             write_stalled_since: None,
@@ -234,6 +231,12 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
         if self.read_closed || self.inbox_full() {
             return false;
         }
+        if self.ws.shared.lock().conn.input_paused() {
+            // The core stopped at its inflation budget with frames left in
+            // the buffer: take them before reading more.
+            self.ws.shared.lock().conn.handle_read(&mut self.read_buf, now);
+            return true;
+        }
         // A frame whose header is in says how much more it needs: room for
         // all of it (up to MAX_READ_AHEAD) is made at once. Growing by
         // read_buffer_size instead regrew, and recopied, the buffer every
@@ -267,20 +270,26 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
         self.ws.shared.lock().inbox.as_ref().is_some_and(|i| i.queue.len() >= INBOX_LIMIT)
     }
 
-    /// Hands every pending event to the handler, outside the lock so the
-    /// handler can send.
+    /// Hands pending events to the handler one at a time, outside the lock
+    /// so the handler can send. Taken one by one, not drained: the core
+    /// fails the connection on a protocol error only once the events
+    /// before it are taken, so the handler's replies to them are queued
+    /// ahead of the close frame, in the wire's order.
     fn dispatch_events(&mut self, now: Instant) -> bool {
-        {
-            // Events left from a batch cut short by a write come first.
-            let mut inner = self.ws.shared.lock();
-            while let Some(event) = inner.conn.poll_event() {
-                self.events.push_back(event);
-            }
-        }
-        if self.events.is_empty() {
-            return false;
-        }
-        while let Some(event) = self.events.pop_front() {
+        let mut progress = false;
+        loop {
+            let event = {
+                let mut inner = self.ws.shared.lock();
+                if progress && inner.conn.pending_bytes() >= self.limits.write_buffer_size {
+                    // Enough output for one write: send it before handling
+                    // the rest of the batch, so replies to a huge batch do
+                    // not pile up.
+                    break;
+                }
+                inner.conn.poll_event()
+            };
+            let Some(event) = event else { break };
+            progress = true;
             match event {
                 Event::Message(message) => self.on_message(message, now),
                 Event::Dropped { len } => self.call(|h, ws| h.on_error(ws, &WsError::Dropped { len })),
@@ -299,13 +308,8 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                 Event::Ping(_) | Event::Pong(_) => {}
                 _ => {}
             }
-            if self.ws.shared.lock().conn.pending_bytes() >= self.limits.write_buffer_size {
-                // Enough output for one write: send it before handling the
-                // rest of the batch, so replies to a huge batch do not pile up.
-                break;
-            }
         }
-        true
+        progress
     }
 
     fn on_message(&mut self, message: Message, now: Instant) {

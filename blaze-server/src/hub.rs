@@ -32,6 +32,7 @@ pub(crate) struct Hub {
     /// Live connections per route pattern and client IP (for `max_connections_per_ip`).
     per_ip: Mutex<HashMap<(String, IpAddr), usize>>,
     encodings: AtomicU64,
+    compressions: AtomicU64,
     next_id: AtomicU64,
 }
 
@@ -133,7 +134,9 @@ impl Hub {
     ) -> Result<usize, SendError> {
         let prepared = self.prepare(message)?;
         let registry = lock(&self.registry);
-        Ok(deliver(registry.path_members(path), &prepared, except))
+        let sent = deliver(registry.path_members(path), &prepared, except);
+        self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
+        Ok(sent)
     }
 
     /// Queues `message` on every member of `topic` (but `except`).
@@ -145,7 +148,9 @@ impl Hub {
     ) -> Result<usize, SendError> {
         let prepared = self.prepare(message)?;
         let registry = lock(&self.registry);
-        Ok(deliver(registry.topic_members(topic), &prepared, except))
+        let sent = deliver(registry.topic_members(topic), &prepared, except);
+        self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
+        Ok(sent)
     }
 
     /// Every live connection (for shutdown), oldest first. The registry is
@@ -184,6 +189,10 @@ impl Hub {
 
     pub(crate) fn encodings(&self) -> u64 {
         self.encodings.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn compressions(&self) -> u64 {
+        self.compressions.load(Ordering::Relaxed)
     }
 }
 

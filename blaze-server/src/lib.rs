@@ -39,5 +39,6 @@ pub use request::{guard, Guard, HttpHandler, Request, Response};
 pub use runtime::{Accepted, BoxFuture, Listener, Runtime, Transport};
 pub use socket::{ConnInfo, WebSocket, WsStream};
 
+pub use blaze_proto::deflate::{CompressionMode, DeflateConfig};
 pub use blaze_proto::{BackpressurePolicy, CloseCode, ConnId, Message, PreparedMessage, Utf8Bytes};
 pub use bytes::Bytes;

@@ -225,13 +225,19 @@ async fn upgrade<R: Runtime, T: Transport>(
         return respond_and_close(&rt, &mut io, response).await;
     }
     let protocol = upgrade.select_protocol(&config.subprotocols).map(str::to_owned);
-    let response = upgrade.accept(protocol.as_deref(), None).to_bytes();
+    let deflate = config.compression.as_ref().and_then(|c| Some((upgrade.negotiate_deflate(c)?, *c)));
+    let extensions = deflate.as_ref().map(|(params, _)| params.to_header());
+    let response = upgrade.accept(protocol.as_deref(), extensions.as_deref()).to_bytes();
     if write_all(&mut io, &response).await.is_err() {
         hub.release(route_key, ip);
         return;
     }
     let id = hub.next_id();
     let now = rt.now();
+    let mut conn = Connection::new(Role::Server, config.connection_config(0), now);
+    if let Some((params, deflate_config)) = &deflate {
+        conn.enable_deflate(params, deflate_config);
+    }
     let shared = Arc::new(ConnShared {
         id,
         info: ConnInfo {
@@ -245,7 +251,7 @@ async fn upgrade<R: Runtime, T: Transport>(
             protocol,
         },
         inner: Mutex::new(ConnInner {
-            conn: Connection::new(Role::Server, config.connection_config(0), now),
+            conn,
             driver_waker: None,
             pending_close: None,
             pending_abort: false,

@@ -155,6 +155,24 @@ impl WebSocket {
         })
     }
 
+    /// Sends a message uncompressed even if the client negotiated
+    /// permessage-deflate: for payloads that are compressed already
+    /// (images, archives), where deflate only costs CPU.
+    pub fn send_uncompressed(&self, message: impl IntoMessage) -> Result<(), SendError> {
+        let message = message.into_message()?;
+        self.shared.with_conn(|inner| {
+            if inner.pending_close.is_some() {
+                return Err(SendError::Closed);
+            }
+            inner.conn.send_uncompressed(message).map_err(SendError::from)
+        })
+    }
+
+    /// Whether permessage-deflate was negotiated on this connection.
+    pub fn is_compressed(&self) -> bool {
+        self.shared.lock().conn.is_deflate_enabled()
+    }
+
     /// Sends a binary message.
     pub fn send_binary(&self, data: impl Into<Bytes>) -> Result<(), SendError> {
         self.send(Message::Binary(data.into()))

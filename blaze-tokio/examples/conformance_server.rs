@@ -21,14 +21,21 @@
 //! | `/subprotocol` | speaks `chat.v2`, `chat.v1` (server preference) |
 //! | `/close-me` | on text `CODE reason`, server closes with that code |
 //! | `/broadcast` | every message to every client on `/broadcast` |
+//! | `/deflate` | permessage-deflate, shared mode (no context either way), threshold 0: echo |
+//! | `/deflate-dedicated` | permessage-deflate, dedicated mode (context takeover, window 15), threshold 0: echo |
+//! | `/deflate-dedicated-10` | dedicated mode with a 10-bit window: echo |
+//! | `/deflate-small` | shared mode, `max_message_size` 64 KiB (bombs get 1009): echo |
+//! | `/deflate-uncompressed` | shared mode, but replies with `send_uncompressed` |
+//! | `/deflate-broadcast` | shared mode: every message to every client on it (compressed once) |
+//! | `/deflate-info` | shared mode: on open sends `{"compressed": bool}` |
 //! | `GET /closes` | JSON list of `{path, code, reason}` from every `on_close` so far |
-//! | `GET /stats` | `{"total": N, "encodings": M}` |
+//! | `GET /stats` | `{"total": N, "encodings": M, "compressions": C}` |
 //! | `POST /shutdown` | starts a graceful shutdown |
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use blaze_tokio::{App, Callbacks, Handler, Json, Response, Utf8Bytes, WebSocket, WsConfig};
+use blaze_tokio::{App, Callbacks, CompressionMode, Handler, Json, Response, Utf8Bytes, WebSocket, WsConfig};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -150,6 +157,37 @@ async fn main() -> std::io::Result<()> {
             let _ = ws.broadcast(text);
         }),
     );
+    let shared = || WsConfig::default().enable_compression(true).compression_threshold(0);
+    let dedicated = || shared().compression_mode(CompressionMode::Dedicated);
+    app.ws_with_config("/deflate", shared(), recording(&closes, echo()));
+    app.ws_with_config("/deflate-dedicated", dedicated(), recording(&closes, echo()));
+    app.ws_with_config("/deflate-dedicated-10", dedicated().compression_window_bits(10), echo());
+    app.ws_with_config("/deflate-small", shared().max_message_size(64 * 1024), recording(&closes, echo()));
+    app.ws_with_config(
+        "/deflate-uncompressed",
+        shared(),
+        Callbacks::new()
+            .on_message(|ws, text| {
+                let _ = ws.send_uncompressed(text);
+            })
+            .on_binary(|ws, data| {
+                let _ = ws.send_uncompressed(data);
+            }),
+    );
+    app.ws_with_config(
+        "/deflate-broadcast",
+        shared(),
+        Callbacks::new().on_message(|ws, text| {
+            let _ = ws.broadcast(text);
+        }),
+    );
+    app.ws_with_config(
+        "/deflate-info",
+        shared(),
+        Callbacks::new().on_open(|ws| {
+            let _ = ws.send_json(&serde_json::json!({"compressed": ws.is_compressed()}));
+        }),
+    );
     {
         let closes = closes.clone();
         app.get("/closes", move |_| {
@@ -159,7 +197,11 @@ async fn main() -> std::io::Result<()> {
     {
         let stats = app.clone();
         app.get("/stats", move |_| {
-            let body = serde_json::json!({"total": stats.total_connections(), "encodings": stats.encodings()});
+            let body = serde_json::json!({
+                "total": stats.total_connections(),
+                "encodings": stats.encodings(),
+                "compressions": stats.compressions(),
+            });
             Response::with_body(200, "application/json", body.to_string())
         });
     }

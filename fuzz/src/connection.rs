@@ -7,7 +7,11 @@
 //! timer wake-ups, end of stream, and bytes or frames no conforming peer
 //! would send. It is parsed with [`arbitrary::Unstructured`] in the plain
 //! layout [`ConnInput::encode`] writes, so the seed generator can build
-//! meaningful inputs and libFuzzer's mutations stay local.
+//! meaningful inputs and libFuzzer's mutations stay local. A bit of the
+//! server's configuration negotiates permessage-deflate (RFC 7692) on both
+//! ends ([`ConnInput::deflate`]), so conforming traffic is compressed and
+//! must round-trip, and reads that pause at the inflation budget are
+//! resumed until `input_paused()` clears.
 //!
 //! After every step, for both ends:
 //! - no panic (in the connection or the harness);
@@ -42,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use blaze_proto::bytes::{BufMut, BytesMut};
+use blaze_proto::deflate::{DeflateConfig, DeflateParams};
 use blaze_proto::frame::{apply_mask, DecodedFrame, FrameDecoder, OpCode, Role, MAX_CONTROL_PAYLOAD};
 use blaze_proto::{
     BackpressurePolicy, CloseCause, CloseCode, CloseFrame, CloseInfo, Config, Connection, Event, Message,
@@ -67,7 +72,12 @@ pub struct ConfigInput {
     /// `max_backpressure` in units of 4 bytes.
     pub max_backpressure: u16,
     /// Bit 0: drop (not close) on backpressure; bit 1: no auto-pong; bit 2:
-    /// heartbeats on; bit 3: an idle timeout.
+    /// heartbeats on; bit 3: an idle timeout. Bits 4-7 describe
+    /// permessage-deflate ([`ConnInput::deflate`]): in the server's flags,
+    /// bit 4 negotiates it, bits 5 and 6 set `server_no_context_takeover`
+    /// and `client_no_context_takeover`, bit 7 compresses every message
+    /// (threshold 0, not 64); in the client's, bits 4-5 and 6-7 pick the
+    /// server's and the client's `max_window_bits` (absent, 9, 8, 12).
     pub flags: u8,
     /// Milliseconds.
     pub ping_interval: u16,
@@ -356,6 +366,27 @@ impl<'a> Arbitrary<'a> for ConnInput {
 }
 
 impl ConnInput {
+    /// The permessage-deflate both ends run with, if the server's flags
+    /// negotiate it (see [`ConfigInput::flags`]): the agreed parameters and
+    /// the level (the top nibble of `mask_seed`, mod 10) and threshold
+    /// both ends compress with.
+    pub fn deflate(&self) -> Option<(DeflateParams, DeflateConfig)> {
+        let (s, c) = (self.server.flags, self.client.flags);
+        if s & 0x10 == 0 {
+            return None;
+        }
+        let window = |bits: u8| [None, Some(9), Some(8), Some(12)][usize::from(bits & 3)];
+        let params = DeflateParams {
+            server_no_context_takeover: s & 0x20 != 0,
+            client_no_context_takeover: s & 0x40 != 0,
+            server_max_window_bits: window(c >> 4),
+            client_max_window_bits: window(c >> 6),
+        };
+        let level = (self.mask_seed >> 60) as u32 % 10;
+        let config = DeflateConfig::default().level(level).threshold(if s & 0x80 != 0 { 0 } else { 64 });
+        Some((params, config))
+    }
+
     /// The bytes that parse back to this input (for the seed generator).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -396,6 +427,8 @@ struct End {
     /// A step touched this end since its queue was last checked (checking
     /// decodes everything queued, the costliest part of a step).
     dirty: bool,
+    /// permessage-deflate is on: data frames may carry RSV1.
+    deflate: bool,
 }
 
 fn peer_of(role: Role) -> Role {
@@ -414,13 +447,19 @@ fn rank(state: State) -> u8 {
 }
 
 impl End {
-    fn new(role: Role, config: Config, now: Instant) -> End {
+    fn new(role: Role, config: Config, now: Instant, deflate: Option<&(DeflateParams, DeflateConfig)>) -> End {
+        let mut conn = Connection::new(role, config.clone(), now);
+        let mut written = FrameDecoder::new(peer_of(role), usize::MAX);
+        if let Some((params, deflate_config)) = deflate {
+            conn.enable_deflate(params, deflate_config);
+            written.allow_rsv1(true);
+        }
         End {
-            conn: Connection::new(role, config.clone(), now),
+            conn,
             config,
             inbound: BytesMut::new(),
             tainted: false,
-            written: FrameDecoder::new(peer_of(role), usize::MAX),
+            written,
             written_partial: BytesMut::new(),
             wrote_close: false,
             sent: VecDeque::new(),
@@ -428,6 +467,7 @@ impl End {
             last_state: State::Open,
             eof: false,
             dirty: true,
+            deflate: deflate.is_some(),
         }
     }
 
@@ -437,6 +477,17 @@ impl End {
 
     fn read(&mut self, now: Instant) {
         self.conn.handle_read(&mut self.inbound, now);
+        // With deflate, a read stops after its inflation budget: a driver
+        // calls again until the complete frames are all taken.
+        let mut rounds = 0;
+        while self.conn.input_paused() {
+            rounds += 1;
+            assert!(rounds < 10_000, "{:?}: input_paused never clears", self.role());
+            assert!(self.conn.state() != State::Closed, "{:?}: input paused on a closed connection", self.role());
+            let before = self.inbound.len();
+            self.conn.handle_read(&mut self.inbound, now);
+            assert!(self.inbound.len() < before || !self.conn.input_paused(), "{:?}: paused without progress", self.role());
+        }
         if self.conn.state() == State::Closed {
             assert!(self.inbound.is_empty(), "{:?}: input kept after Closed", self.role());
         } else {
@@ -481,7 +532,7 @@ impl End {
         loop {
             match self.written.decode(&mut self.written_partial) {
                 Ok(Some(frame)) => {
-                    check_written_frame(self.role(), &frame, self.wrote_close);
+                    check_written_frame(self.role(), &frame, self.wrote_close, self.deflate);
                     self.wrote_close |= frame.header.opcode == OpCode::Close;
                 }
                 Ok(None) => break,
@@ -530,13 +581,14 @@ impl End {
             "{role:?}: transmit_bytes is not the first slice"
         );
         let mut decoder = FrameDecoder::new(peer_of(role), usize::MAX);
+        decoder.allow_rsv1(self.deflate);
         let mut seen_close = self.wrote_close;
         let (mut counted, mut uncounted, mut largest) = (0usize, 0usize, 0usize);
         loop {
             let before = stream.len();
             match decoder.decode(&mut stream) {
                 Ok(Some(frame)) => {
-                    check_written_frame(role, &frame, seen_close);
+                    check_written_frame(role, &frame, seen_close, self.deflate);
                     seen_close |= frame.header.opcode == OpCode::Close;
                     let size = before - stream.len();
                     match frame.header.opcode {
@@ -572,11 +624,12 @@ impl End {
 
 /// What one end may write: the rules its peer enforces, and that a
 /// connection sends whole messages, valid close payloads, and nothing after
-/// its close frame.
-fn check_written_frame(role: Role, frame: &DecodedFrame, after_close: bool) {
+/// its close frame. RSV1 (compressed) only on data frames, with deflate on.
+fn check_written_frame(role: Role, frame: &DecodedFrame, after_close: bool, deflate: bool) {
     assert!(!after_close, "{role:?} wrote a frame after its close frame: {frame:?}");
     let h = frame.header;
-    assert!(!h.rsv1 && !h.rsv2 && !h.rsv3, "{role:?} set RSV bits");
+    assert!(!h.rsv2 && !h.rsv3, "{role:?} set RSV2 or RSV3");
+    assert!(!h.rsv1 || (deflate && !h.opcode.is_control()), "{role:?} set RSV1 on {:?} (deflate {deflate})", h.opcode);
     assert!(h.fin && h.opcode != OpCode::Continuation, "{role:?} wrote a fragment");
     if h.opcode == OpCode::Close {
         CloseFrame::parse(&frame.payload).unwrap_or_else(|e| panic!("{role:?} wrote an invalid close frame: {e}"));
@@ -594,10 +647,11 @@ pub struct Harness {
 impl Harness {
     pub fn new(input: &ConnInput) -> Harness {
         let now = Instant::now();
+        let deflate = input.deflate();
         Harness {
             ends: [
-                End::new(Role::Server, input.server.config(0), now),
-                End::new(Role::Client, input.client.config(input.mask_seed), now),
+                End::new(Role::Server, input.server.config(0), now, deflate.as_ref()),
+                End::new(Role::Client, input.client.config(input.mask_seed), now, deflate.as_ref()),
             ],
             now,
             abrupt: false,

@@ -14,3 +14,4 @@ pub mod chunks;
 pub mod connection;
 pub mod frame;
 pub mod handshake;
+pub mod inflate;

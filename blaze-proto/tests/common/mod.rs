@@ -244,3 +244,99 @@ impl Pair {
         events(&mut self.client)
     }
 }
+
+// ---- permessage-deflate ------------------------------------------------
+
+use blaze_proto::deflate::{DeflateConfig, DeflateParams};
+use flate2::{Compress, Compression, FlushCompress, Status};
+
+/// The empty stored block a sync flush ends with (RFC 7692 §7.2.1).
+pub const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// A masked (client-to-server) frame with any header bits.
+pub fn client_frame_with(header: FrameHeader, payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    encode_frame(header, payload, Some(MASK), &mut out);
+    out.to_vec()
+}
+
+/// An unmasked (server-to-client) frame with any header bits.
+pub fn server_frame_with(header: FrameHeader, payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    encode_frame(header, payload, None, &mut out);
+    out.to_vec()
+}
+
+/// A header: `fin`, RSV1 = `rsv1`, the opcode.
+pub fn hdr(opcode: OpCode, fin: bool, rsv1: bool) -> FrameHeader {
+    FrameHeader { fin, rsv1, ..FrameHeader::new(opcode) }
+}
+
+/// A raw DEFLATE compressor independent of the library's encoder.
+pub struct RawDeflate(pub Compress);
+
+impl RawDeflate {
+    pub fn new(level: u32) -> RawDeflate {
+        RawDeflate(Compress::new(Compression::new(level), false))
+    }
+
+    pub fn with_window(level: u32, bits: u8) -> RawDeflate {
+        RawDeflate(Compress::new_with_window_bits(Compression::new(level), false, bits))
+    }
+
+    /// Compresses `input` with `flush`, returning all output (for `Sync`,
+    /// the `00 00 ff ff` tail is kept).
+    pub fn run(&mut self, mut input: &[u8], flush: FlushCompress) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let (in0, out0) = (self.0.total_in(), self.0.total_out());
+            let status = self.0.compress(input, &mut buf, flush).expect("compress");
+            let consumed = (self.0.total_in() - in0) as usize;
+            let produced = (self.0.total_out() - out0) as usize;
+            out.extend_from_slice(&buf[..produced]);
+            input = &input[consumed..];
+            if status == Status::StreamEnd {
+                break;
+            }
+            if flush != FlushCompress::Finish && input.is_empty() && produced < buf.len() {
+                break;
+            }
+        }
+        out
+    }
+
+    /// One message as RFC 7692 §7.2.1 sends it: sync-flushed, tail cut.
+    pub fn message(&mut self, input: &[u8]) -> Vec<u8> {
+        let mut out = self.run(input, FlushCompress::Sync);
+        assert!(out.ends_with(&SYNC_TAIL), "a sync flush ends with the empty stored block");
+        out.truncate(out.len() - 4);
+        out
+    }
+}
+
+/// `input` compressed as one message without context (level 6, window 15).
+pub fn deflate_message(input: &[u8]) -> Vec<u8> {
+    RawDeflate::new(6).message(input)
+}
+
+/// Shared-mode params: no context either way, full windows.
+pub fn no_context_params() -> DeflateParams {
+    DeflateParams { server_no_context_takeover: true, client_no_context_takeover: true, ..DeflateParams::default() }
+}
+
+/// A server connection with deflate on.
+pub fn deflate_server(config: Config, params: &DeflateParams, deflate: &DeflateConfig) -> (Connection, Instant) {
+    let now = Instant::now();
+    let mut s = Connection::new(Role::Server, config, now);
+    s.enable_deflate(params, deflate);
+    (s, now)
+}
+
+/// A pair with deflate on at both ends, same params, each end's config.
+pub fn deflate_pair(params: &DeflateParams, server: &DeflateConfig, client: &DeflateConfig) -> Pair {
+    let mut pair = Pair::new(quiet());
+    pair.server.enable_deflate(params, server);
+    pair.client.enable_deflate(params, client);
+    pair
+}

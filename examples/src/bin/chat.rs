@@ -9,8 +9,13 @@
 //! - server → clients: `{"type": "message", "name": "ann", "text": "hello"}`,
 //!   `{"type": "join", "name": "ann", "online": 2}`, `{"type": "leave", ...}`,
 //!   `{"type": "error", "error": "..."}` for malformed input.
+//!
+//! Messages are compressed (permessage-deflate, which every browser
+//! offers) in shared mode: each broadcast is compressed once for the whole
+//! room, and no connection keeps a compressor. `GET /stats` shows how many
+//! compressions the broadcasts made.
 
-use blaze_tokio::{App, Callbacks, Json, Response, WebSocket};
+use blaze_tokio::{App, Callbacks, Json, Response, WebSocket, WsConfig};
 use serde::{Deserialize, Serialize};
 
 const PAGE: &str = include_str!("../../static/chat.html");
@@ -45,8 +50,18 @@ async fn main() -> std::io::Result<()> {
     app.get("/", |_req| Response::with_body(200, "text/html; charset=utf-8", PAGE));
     let online = app.clone();
     let leaving = app.clone();
-    app.ws(
+    let stats = app.clone();
+    app.get("/stats", move |_req| {
+        let body = serde_json::json!({
+            "online": stats.connection_count("/chat"),
+            "encodings": stats.encodings(),
+            "compressions": stats.compressions(),
+        });
+        Response::with_body(200, "application/json", body.to_string())
+    });
+    app.ws_with_config(
         "/chat",
+        WsConfig::default().enable_compression(true),
         Callbacks::new()
             .on_json(move |ws, msg: Incoming| {
                 let name: String = msg.name.chars().take(32).collect();

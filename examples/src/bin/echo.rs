@@ -2,9 +2,13 @@
 //! opcode; on `/broadcast`, broadcast every message to every client on
 //! `/broadcast`, the sender included.
 //!
-//! `cargo run --release -p blaze-examples --bin echo -- --addr 127.0.0.1:9001 [--runtime tokio|async-std]`
+//! `cargo run --release -p blaze-examples --bin echo -- --addr 127.0.0.1:9001 [--runtime tokio|async-std] [--deflate shared|dedicated]`
+//!
+//! `--deflate` accepts permessage-deflate (level 6, every message
+//! compressed: threshold 0); without it offers are declined, so the plain
+//! comparisons are unchanged.
 
-use blaze_server::{App, Callbacks, WsConfig};
+use blaze_server::{App, Callbacks, CompressionMode, WsConfig};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -15,7 +19,19 @@ fn arg(name: &str) -> Option<String> {
 fn app() -> App {
     let app = App::new();
     // Benchmarks send more than the 1 MiB defaults allow per message and queue.
-    app.config(WsConfig::default().max_message_size(64 << 20).max_frame_size(64 << 20).max_backpressure(64 << 20));
+    let mut config = WsConfig::default().max_message_size(64 << 20).max_frame_size(64 << 20).max_backpressure(64 << 20);
+    match arg("--deflate").as_deref() {
+        None => {}
+        Some("shared") => config = config.enable_compression(true).compression_threshold(0),
+        Some("dedicated") => {
+            config = config.compression_mode(CompressionMode::Dedicated).compression_threshold(0);
+        }
+        Some(other) => {
+            eprintln!("unknown --deflate {other:?}: use shared or dedicated");
+            std::process::exit(2);
+        }
+    }
+    app.config(config);
     app.ws(
         "/broadcast",
         Callbacks::new()
