@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use blaze_fuzz::connection::{ConfigInput, ConnInput, Harness, Op, Payload, Side};
 use blaze_fuzz::handshake::CLIENT_KEY;
+use blaze_fuzz::inflate::{encode_records, Corruption, Record};
 use blaze_proto::bytes::BytesMut;
 use blaze_proto::frame::{encode_frame, FrameDecoder, FrameHeader, OpCode, Role};
 use blaze_proto::handshake::{accept_key, ClientHandshake, HandshakeError, HandshakeLimits, RequestReader, UpgradeRequest};
@@ -331,6 +332,143 @@ fn frame_seeds(root: &Path, captured: &[(String, Vec<u8>, Vec<u8>)]) -> usize {
     seeds.count
 }
 
+// ---- inflation --------------------------------------------------------------
+
+/// A client frame (masked with the RFC key) with RSV1 as given.
+fn client_frame(opcode: OpCode, fin: bool, rsv1: bool, payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    encode_frame(FrameHeader { fin, rsv1, ..FrameHeader::new(opcode) }, payload, Some(MASK), &mut out);
+    out.to_vec()
+}
+
+fn inflate_seeds(root: &Path) -> usize {
+    let mut seeds = Seeds::new(root, "inflate");
+    // Control bytes: byte 0 bit 0/1 server/client_no_context_takeover, bit
+    // 2 records, bits 3-7 chunking; byte 1 windows (0x88: both absent);
+    // byte 2 max_message_size in 256-byte units - 1; byte 3 level, bit 4 EOF.
+    let wire = |seeds: &mut Seeds, name: &str, ctl: [u8; 4], frames: &[Vec<u8>]| {
+        for (suffix, chunking) in [("", 0u8), ("-bytewise", 1 << 3)] {
+            let mut seed = ctl.to_vec();
+            seed[0] |= chunking;
+            seed.extend(frames.concat());
+            seeds.add(&format!("{name}{suffix}"), &seed);
+        }
+    };
+    let no_context = [0b011, 0x88, 0xff, 6];
+    let takeover = [0b000, 0x88, 0xff, 6];
+    let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    // RFC 7692 §7.2.3.1-§7.2.3.6, verbatim (masked, as a client sends them).
+    wire(&mut seeds, "rfc-hello", no_context, &[client_frame(OpCode::Text, true, true, &hello)]);
+    wire(
+        &mut seeds,
+        "rfc-hello-fragmented",
+        no_context,
+        &[client_frame(OpCode::Text, false, true, &hello[..3]), client_frame(OpCode::Continuation, true, false, &hello[3..])],
+    );
+    wire(
+        &mut seeds,
+        "rfc-hello-context-takeover",
+        takeover,
+        &[client_frame(OpCode::Text, true, true, &hello), client_frame(OpCode::Text, true, true, &[0xf2, 0x00, 0x11, 0x00, 0x00])],
+    );
+    wire(
+        &mut seeds,
+        "rfc-stored-block",
+        no_context,
+        &[client_frame(OpCode::Text, true, true, &[0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00])],
+    );
+    wire(
+        &mut seeds,
+        "rfc-bfinal",
+        no_context,
+        &[client_frame(OpCode::Text, true, true, &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00])],
+    );
+    wire(
+        &mut seeds,
+        "rfc-two-blocks",
+        no_context,
+        &[client_frame(
+            OpCode::Text,
+            true,
+            true,
+            &[0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00],
+        )],
+    );
+    wire(&mut seeds, "rfc-empty", no_context, &[client_frame(OpCode::Binary, true, true, &[0x00])]);
+    // Refused: RSV1 on a continuation, on a ping, and corrupt data.
+    wire(
+        &mut seeds,
+        "rsv1-continuation",
+        no_context,
+        &[client_frame(OpCode::Text, false, true, &hello[..3]), client_frame(OpCode::Continuation, true, true, &hello[3..])],
+    );
+    wire(&mut seeds, "rsv1-ping", no_context, &[client_frame(OpCode::Ping, true, true, b"hi")]);
+    wire(&mut seeds, "reserved-btype", no_context, &[client_frame(OpCode::Binary, true, true, &[0xff, 0xff, 0xff])]);
+    // A bomb: 1 MiB of zeros in about a KiB, against a 256-byte limit.
+    let zeros = vec![0u8; 1 << 20];
+    let mut compress = flate2::Compress::new(flate2::Compression::best(), false);
+    let mut bomb = Vec::with_capacity(4096);
+    compress.compress_vec(&zeros, &mut bomb, flate2::FlushCompress::Sync).unwrap();
+    assert!(bomb.len() < 2048 && bomb.ends_with(&[0, 0, 0xff, 0xff]));
+    bomb.truncate(bomb.len() - 4);
+    wire(&mut seeds, "bomb", [0b011, 0x88, 0x00, 9], &[client_frame(OpCode::Binary, true, true, &bomb)]);
+    wire(&mut seeds, "bomb-text", [0b011, 0x88, 0x00, 9], &[client_frame(OpCode::Text, true, true, &bomb)]);
+
+    // Built: records the harness compresses as a client would.
+    let rec = |text: bool, payload: &str| Record::compressed(text, payload.as_bytes());
+    let chat = [
+        r#"{"type":"join","name":"alice","online":1}"#,
+        r#"{"name":"alice","text":"hello from Chromium ✓"}"#,
+        r#"{"type":"message","name":"alice","text":"hello from Chromium ✓"}"#,
+        "κόσμε 𝄞",
+        "",
+    ];
+    let built = |seeds: &mut Seeds, name: &str, ctl: [u8; 4], records: &[Record]| {
+        seeds.add(name, &encode_records(ctl, records));
+    };
+    let chat_records: Vec<Record> = chat.iter().map(|m| rec(true, m)).collect();
+    built(&mut seeds, "chat-shared", no_context, &chat_records);
+    built(&mut seeds, "chat-takeover-window9", [0b000, 0x11, 0xff, 6], &chat_records);
+    built(&mut seeds, "chat-window8-pieces", [0b010 | (0x6e << 3), 0x00, 0x0f, 1], &chat_records);
+    // Fragmented, with pings between the fragments, cut after compression
+    // or compressed fragment by fragment, mixed with plain messages.
+    let mut mixed = Vec::new();
+    for (i, m) in chat.iter().enumerate() {
+        let mut r = rec(i % 2 == 0, m);
+        r.fragments = 1 + (i % 4) as u8;
+        r.pings = i % 3 == 0;
+        r.per_fragment = i % 2 == 1;
+        r.uncompressed = i == 3;
+        mixed.push(r);
+    }
+    mixed.push(Record { repeat: Some((40, 2)), fragments: 3, per_fragment: true, ..rec(true, "") });
+    mixed.push(Record { repeat: Some((3, 0x5a)), fragments: 4, ..rec(false, "") });
+    built(&mut seeds, "fragmented-mixed", [0b000, 0x8a, 0xff, 6], &mixed);
+    built(&mut seeds, "fragmented-mixed-shared-bytewise", [0b011 | (1 << 3), 0x8a, 0xff, 0], &mixed);
+    // Over the limit after two good messages (1009), and a run of 64 KiB
+    // messages that passes the 1 MiB inflation budget of one read.
+    let mut over = chat_records[..2].to_vec();
+    over.push(Record { repeat: Some((20, 0)), ..rec(false, "") });
+    over.push(rec(true, "never delivered"));
+    built(&mut seeds, "too-big", [0b011, 0x88, 0x0f, 6], &over);
+    let run: Vec<Record> = (0..20).map(|i| Record { repeat: Some((256, i)), ..rec(i % 2 == 0, "") }).collect();
+    built(&mut seeds, "budget-run", [0b011, 0x88, 0xff, 9], &run);
+    built(&mut seeds, "budget-run-takeover-eof", [0b000, 0x88, 0xff, 0x19], &run);
+    // Every corruption, after a good message.
+    for c in 0..8u8 {
+        let kind = Corruption::from_byte(c);
+        let mut bad = rec(true, chat[1]);
+        bad.fragments = 2;
+        bad.corrupt = Some((kind, 0x80 | c));
+        if kind == Corruption::InvalidUtf8 {
+            bad.raw = b"caf\xc3 \xff\xfe not text".to_vec();
+        }
+        let records = [rec(true, chat[0]), bad, rec(false, chat[2])];
+        built(&mut seeds, &format!("corrupt-{kind:?}").to_lowercase(), [0b000, 0x88, 0xff, 6], &records);
+    }
+    seeds.count
+}
+
 // ---- connections ----------------------------------------------------------
 
 fn conn(ops: Vec<Op>) -> ConnInput {
@@ -493,6 +631,23 @@ fn connection_seeds(root: &Path, captured: &[(String, Vec<u8>, Vec<u8>)]) -> usi
         scenarios.push((format!("{name}-raw"), conn(ops)));
     }
 
+    // The same traffic with permessage-deflate: shared (no context either
+    // way, everything compressed), dedicated (context both ways) with
+    // small windows, and a server window of 8 (the server sends plain).
+    let deflated: Vec<(String, ConnInput)> = scenarios
+        .iter()
+        .filter(|(name, _)| ["echo", "chat", "large-messages", "message-too-big", "backpressure-drop"].contains(&name.as_str()))
+        .flat_map(|(name, input)| {
+            [("shared", 0xf0u8, 0x00u8), ("dedicated", 0x10, 0x55), ("window8", 0x90, 0xe8)].map(|(mode, s, c)| {
+                let mut input = input.clone();
+                input.server.flags = (input.server.flags & 0x0f) | s;
+                input.client.flags = (input.client.flags & 0x0f) | (c & 0xf0);
+                (format!("{name}-deflate-{mode}"), input)
+            })
+        })
+        .collect();
+    scenarios.extend(deflated);
+
     for (name, input) in scenarios {
         let bytes = input.encode();
         assert_eq!(ConnInput::parse(&bytes).as_ref(), Some(&input), "{name} does not parse back");
@@ -509,6 +664,7 @@ fn main() {
         ("handshake_request", request_seeds(&root, &captured)),
         ("handshake_response", response_seeds(&root, &captured)),
         ("connection", connection_seeds(&root, &captured)),
+        ("inflate", inflate_seeds(&root)),
     ];
     // Every seed passes its own harness.
     for (target, count) in counts {
@@ -521,6 +677,7 @@ fn main() {
                 "frame_decode" => blaze_fuzz::frame::frame_decode(&data),
                 "handshake_request" => blaze_fuzz::handshake::handshake_request(&data),
                 "handshake_response" => blaze_fuzz::handshake::handshake_response(&data),
+                "inflate" => blaze_fuzz::inflate::inflate(&data),
                 _ => Harness::run(&ConnInput::parse(&data).unwrap()),
             }
         }

@@ -325,6 +325,20 @@ fn deflate(compress: &mut Compress, input: &[u8], out: &mut Vec<u8>, flush: Flus
     }
 }
 
+/// Ends a message's compressed data as §7.2.1 says: the tail of the sync
+/// flush cut. zlib writes nothing at all for a flush with no new input
+/// after a flush (an empty message or last fragment with the context
+/// kept); the receiver's tail must then still find a block header, so the
+/// sender writes the header byte of an empty stored block, `00` (what
+/// §7.2.3.6 sends for an empty message).
+fn end_message(out: &mut Vec<u8>) {
+    if out.ends_with(&TAIL) {
+        out.truncate(out.len() - TAIL.len());
+    } else if out.is_empty() {
+        out.push(0x00);
+    }
+}
+
 /// What the built stream should come out as.
 #[derive(Debug, Default)]
 pub struct Expected {
@@ -370,8 +384,8 @@ pub fn build(setup: &Setup, records: &[Record]) -> (Vec<u8>, Expected) {
                 let last = i == n - 1;
                 let flush = if last && kind == Some(Corruption::FinalBlock) { FlushCompress::Finish } else { FlushCompress::Sync };
                 deflate(&mut compress, &payload[w[0]..w[1]], &mut out, flush);
-                if last && out.ends_with(&TAIL) {
-                    out.truncate(out.len() - TAIL.len());
+                if last {
+                    end_message(&mut out);
                 }
                 pieces.push(out);
             }
@@ -381,9 +395,7 @@ pub fn build(setup: &Setup, records: &[Record]) -> (Vec<u8>, Expected) {
                 let mut out = Vec::new();
                 let flush = if kind == Some(Corruption::FinalBlock) { FlushCompress::Finish } else { FlushCompress::Sync };
                 deflate(&mut compress, &payload, &mut out, flush);
-                if out.ends_with(&TAIL) {
-                    out.truncate(out.len() - TAIL.len());
-                }
+                end_message(&mut out);
                 out
             } else {
                 payload.clone()

@@ -36,6 +36,16 @@ fn new_compress(level: u32, window: u8) -> Compress {
 /// Appends `payload` deflated and sync-flushed to `out`, tail cut.
 /// `None` if the compressor failed (it is then unusable).
 fn deflate_into(compress: &mut Compress, payload: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    if payload.is_empty() {
+        // zlib emits nothing for a sync flush with no new input after
+        // another sync flush, and an empty payload would then be inflated
+        // as `00 00 ff ff` alone: a stored-block header whose lengths are
+        // the next message's bytes, desynchronizing a kept context. An
+        // empty stored block, tail cut, is one zero byte (§7.2.3.6), and
+        // leaves the compressor where it was: at a byte boundary.
+        out.push(0x00);
+        return Some(());
+    }
     let start_in = compress.total_in();
     out.reserve(payload.len() / 2 + 64);
     loop {
@@ -320,5 +330,31 @@ mod tests {
         inflater.inflate(&data, &mut out, 100).unwrap();
         inflater.finish(&mut out, 100).unwrap();
         assert_eq!(out, b"Hello");
+    }
+}
+
+#[cfg(test)]
+mod regressions {
+    use super::*;
+
+    /// An empty message between two others, with context kept: zlib's
+    /// empty sync flush made the next message undecodable (found by the
+    /// blaze-tokio end-to-end test at every window).
+    #[test]
+    fn an_empty_message_keeps_the_context_in_step() {
+        let json = r#"{"symbol":"BTC-USD","price":95012.5,"qty":0.25}"#.repeat(30);
+        let text = "κόσμε 𝄞 ".repeat(500);
+        for w in 9..=15u8 {
+            let s = DeflateSide { level: 6, threshold: 0, send_window: w, send_no_context: false, recv_window: w, recv_no_context: false };
+            let mut dedicated = None;
+            let mut inflater = Inflater::new(&s);
+            for (i, m) in [json.as_bytes(), b"", text.as_bytes(), &vec![7u8; 200_000][..]].iter().enumerate() {
+                let frame = compress_message(&s, &mut dedicated, OpCode::Binary, m, None).unwrap();
+                let header = match frame[1] & 0x7f { 126 => 4, 127 => 10, _ => 2 };
+                let mut out = Vec::new();
+                let r = inflater.inflate(&frame[header..], &mut out, 1 << 20).and_then(|_| inflater.finish(&mut out, 1 << 20));
+                assert!(r.is_ok() && out == *m, "window {w} message {i}: {r:?} {} vs {}", out.len(), m.len());
+            }
+        }
     }
 }

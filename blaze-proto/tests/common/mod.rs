@@ -340,3 +340,46 @@ pub fn deflate_pair(params: &DeflateParams, server: &DeflateConfig, client: &Def
     pair.client.enable_deflate(params, client);
     pair
 }
+
+/// Like [`check_stream`], for a sender with permessage-deflate on: RSV1 is
+/// accepted on data frames (and only there).
+pub fn check_stream_deflate(sender: Role, bytes: &[u8]) -> Vec<DecodedFrame> {
+    let reader = match sender {
+        Role::Server => Role::Client,
+        Role::Client => Role::Server,
+    };
+    let mut decoder = FrameDecoder::new(reader, usize::MAX);
+    decoder.allow_rsv1(true);
+    let mut buf = BytesMut::from(bytes);
+    let mut frames = Vec::new();
+    while let Some(frame) = decoder.decode(&mut buf).expect("connection wrote an invalid frame") {
+        frames.push(frame);
+    }
+    assert!(buf.is_empty(), "connection wrote a partial frame ({} bytes left)", buf.len());
+    if let Some(pos) = frames.iter().position(|f| f.header.opcode == OpCode::Close) {
+        assert_eq!(pos, frames.len() - 1, "frames after the close frame: {:?}", &frames[pos..]);
+        CloseFrame::parse(&frames[pos].payload).expect("close frame we sent is invalid");
+    }
+    for frame in &frames {
+        assert_eq!(frame.mask.is_some(), sender == Role::Client, "masking direction");
+        assert!(!frame.header.rsv2 && !frame.header.rsv3);
+        assert!(!frame.header.rsv1 || matches!(frame.header.opcode, OpCode::Text | OpCode::Binary), "RSV1 on {frame:?}");
+    }
+    frames
+}
+
+/// Feeds `bytes` in pieces cut at `cuts` (sorted offsets) through one
+/// buffer, as reads would arrive; returns all events.
+pub fn feed_cut(conn: &mut Connection, bytes: &[u8], cuts: &[usize], now: Instant) -> Vec<Event> {
+    let mut buf = BytesMut::new();
+    let mut seen = Vec::new();
+    let mut start = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
+        let cut = cut.clamp(start, bytes.len());
+        buf.extend_from_slice(&bytes[start..cut]);
+        start = cut;
+        conn.handle_read(&mut buf, now);
+        seen.extend(events(conn));
+    }
+    seen
+}
