@@ -5,7 +5,7 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # SECONDS_PER_TARGET defaults to 60; TARGETs default to all of them
-# (frame_decode handshake_request handshake_response connection). Needs
+# (frame_decode handshake_request handshake_response connection inflate). Needs
 # the nightly toolchain; installs cargo-fuzz if it is missing. Each target's
 # corpus (fuzz/corpus/<target>, gitignored) is seeded from the committed
 # fuzz/seeds/<target>; crashes land in fuzz/artifacts/<target>/ and make
@@ -18,7 +18,7 @@ SECONDS_PER_TARGET="${1:-60}"
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(frame_decode handshake_request handshake_response connection)
+  TARGETS=(frame_decode handshake_request handshake_response connection inflate)
 fi
 case "$SECONDS_PER_TARGET" in
   '' | *[!0-9]*) echo "usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]" >&2; exit 2 ;;

@@ -21,7 +21,7 @@ pub async fn run(target: Target, concurrency: usize, secs: f64, server_pid: Opti
             tokio::spawn(async move {
                 let mut index = worker;
                 while start.elapsed() < duration {
-                    match open(&target, index % 60_000).await {
+                    match open(&target, index % 60_000, None).await {
                         Ok(conn) => {
                             done.fetch_add(1, Ordering::Relaxed);
                             drop(conn);

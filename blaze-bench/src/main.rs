@@ -3,9 +3,13 @@
 //! ```text
 //! blaze-bench echo         --url ws://HOST:PORT/path --conns N --size BYTES --window W --secs D [--pid PID]
 //! blaze-bench fanout       --url ws://HOST:PORT/broadcast --subs N --msgs M --size BYTES [--timeout S] [--pid PID]
-//! blaze-bench idle         --url ws://HOST:PORT/path --conns N --hold SECS --pid PID
+//! blaze-bench idle         --url ws://HOST:PORT/path --conns N --hold SECS --pid PID [--messages K --size BYTES]
 //! blaze-bench connect-rate --url ws://HOST:PORT/path --concurrency C --secs D [--pid PID]
 //! ```
+//!
+//! `echo`, `fanout` and `idle` take `--deflate off|shared|dedicated` (offer
+//! permessage-deflate; fail if the server declines) and `--payload
+//! fill|json|random` (default `fill`, or `json` with `--deflate`).
 //!
 //! Every run prints a human summary and one JSON line; with `--pid` it
 //! reports the server's CPU per operation from /proc. It measures its own
@@ -17,6 +21,7 @@ mod connect_rate;
 mod echo;
 mod fanout;
 mod idle;
+mod payload;
 mod proc;
 mod report;
 
@@ -26,8 +31,10 @@ use conn::Target;
 const USAGE: &str = "usage: blaze-bench <echo|fanout|idle|connect-rate> --url ws://HOST:PORT/PATH [options]
   echo         --conns N (100) --size BYTES (32) --window W (16) --secs D (10) [--pid PID]
   fanout       --subs N (1000) --msgs M (1000) --size BYTES (32) --timeout S (120) [--pid PID]
-  idle         --conns N (10000) --hold SECS (5) --pid PID
-  connect-rate --concurrency C (32) --secs D (5) [--pid PID]";
+  idle         --conns N (10000) --hold SECS (5) --pid PID [--messages K (0) --size BYTES (256)]
+  connect-rate --concurrency C (32) --secs D (5) [--pid PID]
+  echo, fanout, idle: --deflate off|shared|dedicated (off): offer permessage-deflate (RFC 7692), fail if declined
+                      --payload fill|json|random (fill; json with --deflate): message contents";
 
 fn main() {
     let args = match Args::parse() {
@@ -58,6 +65,13 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
             eprintln!("warning: {conns} connections need more than the open-file limit of {fd_limit}");
         }
     };
+    let deflate_flag: String = args.get("deflate", "off".to_owned())?;
+    let deflate = conn::deflate_config(&deflate_flag)?;
+    let payload: payload::Payload =
+        args.get("payload", if deflate.is_some() { payload::Payload::Json } else { payload::Payload::Fill })?;
+    if deflate.is_some() && payload == payload::Payload::Fill {
+        eprintln!("warning: --payload fill is one byte repeated: it compresses to almost nothing; use json");
+    }
     match args.command.as_str() {
         "echo" => {
             let conns = args.get("conns", 100)?;
@@ -69,6 +83,9 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
                 window: args.get("window", 16)?,
                 secs: args.get("secs", 10.0)?,
                 server_pid: pid,
+                deflate,
+                deflate_flag,
+                payload,
             })
             .await
         }
@@ -82,6 +99,9 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
                 size: args.get("size", 32)?,
                 timeout_secs: args.get("timeout", 120.0)?,
                 server_pid: pid,
+                deflate,
+                deflate_flag,
+                payload,
             })
             .await
         }
@@ -89,7 +109,18 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
             let conns = args.get("conns", 10_000)?;
             needed(conns);
             let pid = pid.ok_or("idle needs --pid of the server")?;
-            idle::run(target, conns, args.get("hold", 5.0)?, pid).await
+            idle::run(idle::IdleParams {
+                target,
+                conns,
+                hold: args.get("hold", 5.0)?,
+                pid,
+                messages: args.get("messages", 0)?,
+                size: args.get("size", 256)?,
+                payload,
+                deflate,
+                deflate_flag,
+            })
+            .await
         }
         "connect-rate" => {
             connect_rate::run(target, args.get("concurrency", 32)?, args.get("secs", 5.0)?, pid).await

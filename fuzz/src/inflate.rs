@@ -25,7 +25,7 @@
 //!   a corruption follows; bit 7 each fragment compressed and flushed on
 //!   its own rather than the message compressed and then cut;
 //! - a length byte (0xff: a little-endian u16 follows): raw payload bytes,
-//!   or for a repeat 256-byte units (at most 1 MiB) and the byte repeated
+//!   or for a repeat 256-byte units (at most 80 KiB) and the byte repeated
 //!   (text repeats a character of 1 to 4 bytes);
 //! - with bit 6, a corruption kind byte and a position byte: flip a bit,
 //!   truncate, RSV1 on a continuation, RSV1 cleared on compressed data,
@@ -60,10 +60,14 @@ use crate::{alloc, chunks};
 
 /// Records built per input at most.
 const MAX_MESSAGES: usize = 64;
-/// Payload bytes built per input at most (repeats make them cheap to ask for).
-const MAX_BUILT: usize = 2 << 20;
-/// The largest repeated payload.
-const MAX_REPEAT: usize = 1 << 20;
+/// Payload bytes built per input at most (repeats make them cheap to ask
+/// for): past the 1 MiB inflation budget of one read, and no further.
+const MAX_BUILT: usize = 5 << 18;
+/// The largest repeated payload: past the largest `max_message_size`.
+const MAX_REPEAT: usize = 80 << 10;
+/// Pieces delivered per input at most: a large built stream delivered
+/// byte by byte would take seconds, so its pieces are joined.
+const MAX_PIECES: usize = 4096;
 /// What one `handle_read` inflates before pausing (`INFLATE_BUDGET` in
 /// blaze-proto), for the heap bound.
 const INFLATE_BUDGET: usize = 1 << 20;
@@ -625,11 +629,12 @@ pub fn inflate(data: &[u8]) {
     let mut server = Server::new(&setup, now);
     let mut buf = BytesMut::new();
     let mut at = 0;
-    for piece in chunks::plan(setup.chunking, wire.len()) {
+    let mut checked = 0;
+    for piece in pieces(setup.chunking, wire.len()) {
         server.read(&mut buf, &wire[at..at + piece], now);
         at += piece;
         if let Some(expected) = &expected {
-            check_prefix(&server, expected);
+            checked = check_prefix(&server, expected, checked);
         }
     }
     // Nothing new: a call must not emit or change anything.
@@ -658,20 +663,46 @@ pub fn inflate(data: &[u8]) {
     }
 }
 
-/// Every message delivered so far is the one built at its place, as far
-/// as they were built cleanly.
-fn check_prefix(server: &Server, expected: &Expected) {
-    for (i, (got, want)) in server.delivered.iter().zip(&expected.messages).enumerate() {
+/// [`chunks::plan`], its pieces joined so that there are at most
+/// [`MAX_PIECES`].
+fn pieces(seed: u8, len: usize) -> Vec<usize> {
+    let plan = chunks::plan(seed, len);
+    if plan.len() <= MAX_PIECES {
+        return plan;
+    }
+    let least = len.div_ceil(MAX_PIECES);
+    let mut out = Vec::new();
+    let mut run = 0;
+    for piece in plan {
+        run += piece;
+        if run >= least {
+            out.push(std::mem::take(&mut run));
+        }
+    }
+    if run > 0 {
+        out.push(run);
+    }
+    out
+}
+
+/// Every message delivered since the first `checked` is the one built at
+/// its place, as far as they were built cleanly; returns how many are
+/// checked now.
+fn check_prefix(server: &Server, expected: &Expected, checked: usize) -> usize {
+    let n = server.delivered.len().min(expected.messages.len());
+    for i in checked.min(n)..n {
+        let (got, want) = (&server.delivered[i], &expected.messages[i]);
         assert!(got == want, "message {i}: got {} but the client sent {}", summary(got), summary(want));
     }
     if !expected.corrupted && !expected.too_big {
         assert!(server.delivered.len() <= expected.messages.len(), "more messages than the client sent");
         assert!(server.closed.is_none(), "a clean stream closed the connection: {:?}", server.closed);
     }
+    n
 }
 
 fn check_outcome(server: &Server, expected: &Expected) {
-    check_prefix(server, expected);
+    check_prefix(server, expected, 0);
     let n = expected.messages.len();
     assert!(
         server.delivered.len() >= n,

@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use blaze_tokio::{Accept, Accepted, TokioIo, TokioRuntime};
 pub use blaze_tokio::{
-    App, BackpressurePolicy, Callbacks, ClientOptions, CloseCode, ConnId, Message, WebSocket,
-    WsConfig, WsStream, WsUrl,
+    App, BackpressurePolicy, Callbacks, ClientOptions, CloseCode, CompressionMode, ConnId,
+    DeflateConfig, Message, WebSocket, WsConfig, WsStream, WsUrl,
 };
 use rand::rngs::SmallRng;
 pub use rand::{Rng, SeedableRng};
@@ -724,17 +724,25 @@ impl Model {
 
 /// Connects a Blaze client to the simulated server over turmoil TCP.
 /// Returns the stream and the client's local address.
-pub async fn connect(path: &str) -> Result<(WsStream, SocketAddr), String> {
+///
+/// `deflate` offers permessage-deflate with that configuration.
+pub async fn connect(
+    path: &str,
+    deflate: Option<DeflateConfig>,
+) -> Result<(WsStream, SocketAddr), String> {
     let stream = turmoil::net::TcpStream::connect((SERVER, PORT))
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let local = stream.local_addr().map_err(|e| e.to_string())?;
     let url = WsUrl::parse(&format!("ws://{SERVER}:{PORT}{path}")).map_err(|e| e.to_string())?;
-    let options = ClientOptions::default().config(
+    let mut options = ClientOptions::default().config(
         WsConfig::default()
             .ping_interval(None)
             .handshake_timeout(HANDSHAKE_TIMEOUT),
     );
+    if let Some(deflate) = deflate {
+        options = options.deflate(deflate);
+    }
     let ws = blaze_server::connect_with(TokioRuntime, TokioIo(stream), &url, options)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
@@ -818,6 +826,8 @@ pub struct AgentSpec {
     pub reconnect: Reconnect,
     /// Seed of the agent's own choices (backoff).
     pub seed: u64,
+    /// permessage-deflate to offer, if any.
+    pub deflate: Option<DeflateConfig>,
 }
 
 /// The test thread's handle on an agent.
@@ -905,11 +915,25 @@ impl Fleet {
     /// Starts `per_host` agents on every host, each after a random delay
     /// of up to `stagger` and with a seed of its own (both from the sim's rng).
     pub fn spawn_staggered(&mut self, sim: &mut Sim, per_host: usize, stagger: Duration, reconnect: Reconnect) {
+        self.spawn_staggered_with(sim, per_host, stagger, reconnect, |_| None);
+    }
+
+    /// [`Fleet::spawn_staggered`], with the `i`-th agent offering
+    /// `deflate(i)`.
+    pub fn spawn_staggered_with(
+        &mut self,
+        sim: &mut Sim,
+        per_host: usize,
+        stagger: Duration,
+        reconnect: Reconnect,
+        deflate: impl Fn(usize) -> Option<DeflateConfig>,
+    ) {
         for host in 0..self.hosts.len() {
             for _ in 0..per_host {
                 let start_after = sim.random_duration(Duration::ZERO, stagger);
                 let seed = sim.rng.random();
-                self.spawn(host, AgentSpec { start_after, reconnect, seed });
+                let deflate = deflate(self.agents.len());
+                self.spawn(host, AgentSpec { start_after, reconnect, seed, deflate });
             }
         }
     }
@@ -944,7 +968,7 @@ async fn agent(spec: AgentSpec, log: Arc<Mutex<AgentLog>>, mut commands: Unbound
     let mut commands_open = true;
     loop {
         let (mut ws, local) = loop {
-            match tokio::time::timeout(CONNECT_TIMEOUT, connect(PATH)).await {
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect(PATH, spec.deflate)).await {
                 Ok(Ok(connected)) => break connected,
                 _ => {
                     lock(&log).failed_attempts += 1;

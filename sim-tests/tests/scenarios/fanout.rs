@@ -9,6 +9,18 @@ const PER_HOST: usize = 21;
 const MESSAGES: usize = 1000;
 
 fn fanout(seed: u64) {
+    run_fanout(seed, false)
+}
+
+/// A dedicated-mode server; every third client offers shared-mode deflate
+/// (no context), every third dedicated, the rest none: each broadcast is
+/// compressed once for the shared ones and once per dedicated one, and
+/// everyone gets everything.
+fn fanout_compressed(seed: u64) {
+    run_fanout(seed, true)
+}
+
+fn run_fanout(seed: u64, compressed: bool) {
     let mut sim = Sim::new(
         seed,
         Net {
@@ -16,13 +28,29 @@ fn fanout(seed: u64) {
             max_latency: Duration::from_millis(25),
         },
     );
-    let server = Server::install(&mut sim, ServerSpec::default());
+    let spec = ServerSpec {
+        // A dedicated-mode server keeps context for clients that let it;
+        // those offering server_no_context_takeover share one compression.
+        config: sim_config()
+            .compression_mode(CompressionMode::Dedicated)
+            .compression_threshold(0)
+            .enable_compression(compressed),
+        ..ServerSpec::default()
+    };
+    let server = Server::install(&mut sim, spec);
     let mut fleet = Fleet::install(&mut sim, HOSTS);
-    fleet.spawn_staggered(&mut sim, PER_HOST, Duration::from_millis(500), Reconnect::OnCommand);
+    let deflate = |i: usize| match (compressed, i % 3) {
+        (false, _) | (true, 0) => None,
+        (true, 1) => Some(DeflateConfig::default().threshold(0)),
+        (true, _) => Some(DeflateConfig::default().mode(CompressionMode::Dedicated).threshold(0)),
+    };
+    fleet.spawn_staggered_with(&mut sim, PER_HOST, Duration::from_millis(500), Reconnect::OnCommand, deflate);
+    let dedicated = (0..HOSTS * PER_HOST).filter(|i| compressed && i % 3 == 2).count() as u64;
     let clients = HOSTS * PER_HOST;
     sim.run_until("every client connected", Duration::from_secs(5), || fleet.all_connected());
     assert_eq!(server.app().connection_count(PATH), clients);
     let encodings_before = server.app().encodings();
+    let compressions_before = server.app().compressions();
 
     let started = sim.now();
     for i in 0..MESSAGES {
@@ -66,6 +94,12 @@ fn fanout(seed: u64) {
     }
     // Framed once per broadcast, whatever the number of receivers.
     assert_eq!(server.app().encodings() - encodings_before, MESSAGES as u64);
+    let per_broadcast = if compressed { 1 + dedicated } else { 0 };
+    assert_eq!(
+        server.app().compressions() - compressions_before,
+        MESSAGES as u64 * per_broadcast,
+        "compressed once for the shared-mode clients, once per dedicated one"
+    );
     assert_eq!(server.app().connection_count(PATH), clients);
     if verbose() {
         eprintln!(
@@ -78,4 +112,9 @@ fn fanout(seed: u64) {
 #[test]
 fn fanout_under_latency_and_jitter() {
     run_seeds("fanout_under_latency_and_jitter", &[1, 2, 3], fanout);
+}
+
+#[test]
+fn fanout_to_compressing_and_plain_clients() {
+    run_seeds("fanout_to_compressing_and_plain_clients", &[1, 2], fanout_compressed);
 }

@@ -63,7 +63,14 @@ pub(crate) type Trace = (
 
 pub(crate) fn model_check(seed: u64) -> Trace {
     let mut sim = Sim::new(seed, Net::default());
-    let server = Server::install(&mut sim, ServerSpec::default());
+    // Compression on: each agent offers shared, dedicated or no deflate.
+    let server = Server::install(
+        &mut sim,
+        ServerSpec {
+            config: sim_config().compression_mode(CompressionMode::Dedicated).compression_threshold(0),
+            ..ServerSpec::default()
+        },
+    );
     let mut fleet = Fleet::install(&mut sim, HOSTS);
     let mut links: Vec<Link> = vec![
         Link::Up {
@@ -79,12 +86,18 @@ pub(crate) fn model_check(seed: u64) -> Trace {
                  host: usize,
                  start_after: Duration| {
         let seed = sim.rng.random();
+        let deflate = match sim.rng.random_range(0..3) {
+            0 => None,
+            1 => Some(DeflateConfig::default().threshold(0)),
+            _ => Some(DeflateConfig::default().mode(CompressionMode::Dedicated).threshold(0)),
+        };
         fleet.spawn(
             host,
             AgentSpec {
                 start_after,
                 reconnect: Reconnect::OnCommand,
                 seed,
+                deflate,
             },
         );
         tracks.push(Track {
