@@ -228,3 +228,38 @@ async fn rate_limit_closes_with_1008() {
     })
     .await;
 }
+
+#[async_std::test]
+async fn permessage_deflate_round_trips_and_broadcasts_compress_once() {
+    use blaze_async_std::{ClientOptions, CompressionMode, DeflateConfig};
+    let app = App::new();
+    app.ws_with_config(
+        "/z",
+        WsConfig::default().compression_mode(CompressionMode::Shared).compression_threshold(0),
+        Callbacks::new().on_message(|ws, text| {
+            let _ = ws.broadcast(text);
+        }),
+    );
+    let addr = serve(&app).await;
+    let mut clients = Vec::new();
+    for mode in [CompressionMode::Shared, CompressionMode::Dedicated] {
+        let options = ClientOptions::default().deflate(DeflateConfig::default().mode(mode).threshold(0));
+        clients.push(blaze_async_std::connect_with_options(&format!("ws://{addr}/z"), options).await.unwrap());
+    }
+    clients.push(blaze_async_std::connect(&format!("ws://{addr}/z")).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.connection_count("/z") < 3 && Instant::now() < deadline {
+        blaze_async_std::delay(Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.connection_count("/z"), 3);
+    assert_eq!(clients.iter().map(|c| c.handle().is_compressed()).collect::<Vec<_>>(), [true, true, false]);
+    let compressions = app.compressions();
+    let text = "κόσμε ".repeat(300);
+    clients[0].send(text.as_str()).unwrap();
+    for client in &mut clients {
+        let got = async_std::future::timeout(Duration::from_secs(5), client.recv()).await.expect("within 5 s");
+        assert_eq!(got, Some(blaze_async_std::Message::text(text.clone())));
+    }
+    // A shared-mode server keeps no context: one compression for both.
+    assert_eq!(app.compressions() - compressions, 1);
+}
