@@ -249,3 +249,72 @@ fn large_message_fragmented_in_a_live_pair() {
     assert_eq!(wire.len(), payload.len() + 10);
     assert_eq!(pair.client_events(), [Event::Message(Message::binary(payload))]);
 }
+
+// ---- errors take effect after the events before them ----------------------
+
+/// One read: "hello", then `bad`. The message is taken first while the
+/// connection is still open, a reply to it is queued, and only then does
+/// the connection fail with `code`; the reply precedes the close frame.
+fn message_then(bad: &[u8], code: u16, cause: ProtocolError) {
+    let (mut s, now) = server(quiet());
+    let wire = concat(&[client_frame(Text, true, b"hello"), bad.to_vec()]);
+    s.handle_read(&mut blaze_proto::bytes::BytesMut::from(&wire[..]), now);
+    assert_eq!(s.poll_event(), Some(Event::Message(Message::text("hello"))));
+    assert!(s.is_open(), "open while the message before the error is handled");
+    s.send(Message::text("reply")).expect("reply to the message before the error");
+    match s.poll_event() {
+        Some(Event::Closed(info)) => assert_eq!((info.code.0, info.cause), (code, CloseCause::Protocol(cause))),
+        other => panic!("expected Closed, got {other:?}"),
+    }
+    assert_eq!(s.poll_event(), None);
+    let frames = check_stream(Role::Server, &take_output(&mut s));
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!((frames[0].header.opcode, &frames[0].payload[..]), (Text, &b"reply"[..]));
+    assert_eq!(close_of(&frames[1]).map(|c| c.0), Some(code));
+}
+
+#[test]
+fn a_message_before_a_bad_frame_is_delivered_and_answered_before_the_close() {
+    let rsv2 = blaze_proto::frame::FrameHeader { rsv2: true, ..blaze_proto::frame::FrameHeader::new(Text) };
+    message_then(&client_frame_with(rsv2, b"x"), 1002, ProtocolError::ReservedBits);
+    let rsv3 = blaze_proto::frame::FrameHeader { rsv3: true, ..blaze_proto::frame::FrameHeader::new(Binary) };
+    message_then(&client_frame_with(rsv3, b"x"), 1002, ProtocolError::ReservedBits);
+    message_then(&client_frame_with(hdr(Text, true, true), b"x"), 1002, ProtocolError::ReservedBits);
+    let mut reserved = client_frame(Binary, true, b"x");
+    reserved[0] = 0x80 | 0xB;
+    message_then(&reserved, 1002, ProtocolError::ReservedOpcode(0xB));
+    message_then(&client_frame(Continuation, true, b"orphan"), 1002, ProtocolError::UnexpectedContinuation);
+    // Only the first two bytes of the bad frame have arrived.
+    message_then(&client_frame_with(rsv2, &[0; 300])[..2], 1002, ProtocolError::ReservedBits);
+}
+
+#[test]
+fn pings_and_messages_before_an_error_are_all_answered_in_wire_order() {
+    let (mut s, now) = server(quiet());
+    let wire = concat(&[
+        client_frame(Text, true, b"one"),
+        client_frame(Ping, true, b"p"),
+        client_frame(Binary, true, b"two"),
+        client_frame(Continuation, true, b"orphan"),
+        client_frame(Text, true, b"never"),
+    ]);
+    s.handle_read(&mut blaze_proto::bytes::BytesMut::from(&wire[..]), now);
+    let mut replies = 0;
+    let mut seen = Vec::new();
+    while let Some(event) = s.poll_event() {
+        if matches!(event, Event::Message(_)) {
+            assert!(s.is_open());
+            s.send(Message::text(format!("reply {replies}"))).unwrap();
+            replies += 1;
+        }
+        seen.push(event);
+    }
+    assert_eq!(&seen[..3], [Event::Message(Message::text("one")), Event::Ping("p".into()), Event::Message(Message::binary(&b"two"[..]))]);
+    assert_eq!(closed_in(&seen).code.0, 1002);
+    assert_eq!(seen.len(), 4);
+    let frames = check_stream(Role::Server, &take_output(&mut s));
+    let kinds: Vec<(OpCode, Vec<u8>)> = frames.iter().map(|f| (f.header.opcode, f.payload.to_vec())).collect();
+    // The pong is queued as the ping is read; the replies as the messages are taken.
+    assert_eq!(kinds[..3], [(Pong, b"p".to_vec()), (Text, b"reply 0".to_vec()), (Text, b"reply 1".to_vec())]);
+    assert_eq!(close_of(&frames[3]).map(|c| c.0), Some(1002));
+}

@@ -130,3 +130,86 @@ fn client_fails_invalid_text_from_the_server_with_a_masked_1007() {
     assert_eq!(closed_in(&events).code.0, 1007);
     assert_eq!(last_close(Role::Client, &take_output(&mut c)).map(|c| c.0), Some(1007));
 }
+
+// ---- fail fast inside a frame, and after the events before it -------------
+
+/// Feeds `wire` in reads cut at `cuts`, returning the events after each.
+fn feed_chops(s: &mut Connection, wire: &[u8], cuts: &[usize], now: Instant) -> Vec<Vec<Event>> {
+    let mut buf = blaze_proto::bytes::BytesMut::new();
+    let mut start = 0;
+    let mut out = Vec::new();
+    for &end in cuts.iter().chain(std::iter::once(&wire.len())) {
+        buf.extend_from_slice(&wire[start..end]);
+        start = end;
+        s.handle_read(&mut buf, now);
+        out.push(events(s));
+    }
+    out
+}
+
+fn text_with_bad_byte_at(len: usize, at: usize) -> Vec<u8> {
+    let mut payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+    payload[at] = 0xff;
+    payload
+}
+
+#[test]
+fn invalid_byte_inside_a_single_frame_fails_before_the_frame_completes() {
+    let wire = client_frame(Text, true, &text_with_bad_byte_at(100, 40));
+    // Header 2 + mask 4: payload offset 40 is wire offset 46, in the second read.
+    let (mut s, now) = server();
+    let steps = feed_chops(&mut s, &wire, &[30, 60], now);
+    assert!(steps[0].is_empty());
+    let info = closed_in(&steps[1]);
+    assert_eq!((info.code.0, info.cause), (1007, CloseCause::Protocol(ProtocolError::InvalidUtf8)));
+    assert!(steps[2].is_empty());
+    assert_eq!(last_close(Role::Server, &take_output(&mut s)).map(|c| c.0), Some(1007));
+    // A code point split across reads is fine, and so is the whole frame.
+    let text = "añ€𝄞z".repeat(10);
+    let wire = client_frame(Text, true, text.as_bytes());
+    for cut in 6..wire.len() {
+        let (mut s, now) = server();
+        let steps = feed_chops(&mut s, &wire, &[cut], now);
+        assert_eq!(steps.concat(), [Event::Message(Message::text(text.clone()))], "cut {cut}");
+    }
+}
+
+#[test]
+fn invalid_byte_inside_a_continuation_frame_fails_before_it_completes() {
+    let first = client_frame(Text, false, "fine é".as_bytes());
+    let cont = client_frame(Continuation, true, &text_with_bad_byte_at(100, 40));
+    let wire = concat(&[first.clone(), cont]);
+    let (mut s, now) = server();
+    let base = first.len();
+    let steps = feed_chops(&mut s, &wire, &[base + 30, base + 60], now);
+    assert!(steps[0].is_empty());
+    assert_eq!(closed_in(&steps[1]).code.0, 1007);
+    // A code point split between the fragments, the bad byte arriving in
+    // a later read of the continuation.
+    let first = client_frame(Text, false, b"ok \xe2\x82");
+    let cont = client_frame(Continuation, true, b"\xac then \xc3 bad and more bytes after it");
+    let wire = concat(&[first.clone(), cont]);
+    let (mut s, now) = server();
+    let steps = feed_chops(&mut s, &wire, &[first.len() + 6 + 2], now);
+    assert!(steps[0].is_empty(), "{:?}", steps[0]);
+    assert_eq!(closed_in(&steps[1]).code.0, 1007);
+}
+
+#[test]
+fn a_message_before_invalid_utf8_is_answered_before_the_1007_close() {
+    let (mut s, now) = server();
+    let wire = concat(&[client_frame(Text, true, b"good"), client_frame(Text, true, b"bad \xff")]);
+    s.handle_read(&mut blaze_proto::bytes::BytesMut::from(&wire[..]), now);
+    assert_eq!(s.poll_event(), Some(Event::Message(Message::text("good"))));
+    assert!(s.is_open());
+    s.send(Message::text("reply")).unwrap();
+    let info = match s.poll_event() {
+        Some(Event::Closed(info)) => info,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((info.code.0, info.cause), (1007, CloseCause::Protocol(ProtocolError::InvalidUtf8)));
+    let frames = check_stream(Role::Server, &take_output(&mut s));
+    assert_eq!(frames.len(), 2);
+    assert_eq!(&frames[0].payload[..], b"reply");
+    assert_eq!(close_of(&frames[1]).map(|c| c.0), Some(1007));
+}

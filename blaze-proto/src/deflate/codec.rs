@@ -148,11 +148,16 @@ pub(crate) struct Inflater {
     window: u8,
     no_context: bool,
     state: Option<Decompress>,
+    /// The message in progress ended its DEFLATE stream (a BFINAL block):
+    /// the rest of it is ignored, and no tail is put back.
+    stream_ended: bool,
+    /// Compressed bytes taken for the message in progress.
+    taken: usize,
 }
 
 impl Inflater {
     pub(crate) fn new(side: &DeflateSide) -> Inflater {
-        Inflater { window: side.recv_window, no_context: side.recv_no_context, state: None }
+        Inflater { window: side.recv_window, no_context: side.recv_no_context, state: None, stream_ended: false, taken: 0 }
     }
 
     fn state(&mut self) -> &mut Decompress {
@@ -171,6 +176,19 @@ impl Inflater {
     /// once `out` would pass `max` bytes. Output grows with what inflates,
     /// never with what a header announced.
     pub(crate) fn inflate(&mut self, input: &[u8], out: &mut Vec<u8>, max: usize) -> Result<(), ProtocolError> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        if self.stream_ended {
+            // Padding after a final block (RFC 7692 §7.2.3.5 has a byte
+            // of it): nothing more inflates in this message.
+            return Ok(());
+        }
+        self.taken += input.len();
+        self.inflate_bytes(input, out, max)
+    }
+
+    fn inflate_bytes(&mut self, input: &[u8], out: &mut Vec<u8>, max: usize) -> Result<(), ProtocolError> {
         let state = self.state();
         let mut consumed = 0;
         loop {
@@ -189,9 +207,12 @@ impl Inflater {
                 .map_err(|_| ProtocolError::InvalidCompressedData)?;
             consumed += (state.total_in() - in_before) as usize;
             if status == Status::StreamEnd {
-                // The sender ended its stream (a BFINAL block): what
-                // follows, if anything, starts a fresh one.
+                // The sender ended its stream (a BFINAL block): the next
+                // message starts a fresh one; what follows in this one is
+                // padding and is ignored.
                 state.reset(false);
+                self.stream_ended = true;
+                return Ok(());
             }
             let room_left = out.len() < out.capacity();
             if consumed == input.len() && room_left {
@@ -206,7 +227,14 @@ impl Inflater {
     /// Ends a message: inflates the tail §7.2.2 puts back, then forgets
     /// the context if the peer keeps none.
     pub(crate) fn finish(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), ProtocolError> {
-        let result = self.inflate(&TAIL, out, max);
+        // An empty payload carries no block at all (a sender with nothing
+        // to flush): the tail alone would read as a stored block whose
+        // lengths are the next message's bytes. A message that ended its
+        // stream has no tail put back either.
+        let skip_tail = self.taken == 0 || self.stream_ended;
+        let result = if skip_tail { Ok(()) } else { self.inflate_bytes(&TAIL, out, max) };
+        self.taken = 0;
+        self.stream_ended = false;
         if self.no_context || result.is_err() {
             self.release();
         }
@@ -215,6 +243,8 @@ impl Inflater {
 
     /// Forgets the message in progress and gives the decompressor back.
     pub(crate) fn release(&mut self) {
+        self.taken = 0;
+        self.stream_ended = false;
         let Some(mut state) = self.state.take() else { return };
         if !self.no_context {
             // A dedicated context broken mid-message cannot be reused.
