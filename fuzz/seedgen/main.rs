@@ -647,6 +647,13 @@ fn connection_seeds(root: &Path, captured: &[(String, Vec<u8>, Vec<u8>)]) -> usi
         })
         .collect();
     scenarios.extend(deflated);
+    // Context kept both ways, every message compressed (threshold 0),
+    // level 6: an empty message between two others must not desynchronize
+    // the kept contexts (zlib writes nothing for an empty sync flush).
+    let mut empty = conn(vec![text(C, "hello"), text(C, ""), text(C, "hello"), text(S, ""), text(S, "hello"), Op::Pump]);
+    empty.server.flags |= 0x90;
+    empty.mask_seed |= 6 << 60;
+    scenarios.push(("empty-deflate-takeover".into(), empty));
 
     for (name, input) in scenarios {
         let bytes = input.encode();
