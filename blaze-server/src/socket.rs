@@ -146,25 +146,26 @@ impl WebSocket {
     /// Sends a message: a `&str`/`String` as text, `Bytes`/`Vec<u8>` as
     /// binary, [`Json`] as JSON text.
     pub fn send(&self, message: impl IntoMessage) -> Result<(), SendError> {
-        let message = message.into_message()?;
-        self.shared.with_conn(|inner| {
-            if inner.pending_close.is_some() {
-                return Err(SendError::Closed);
-            }
-            inner.conn.send(message).map_err(SendError::from)
-        })
+        self.queue(message.into_message()?, Connection::send)
     }
 
     /// Sends a message uncompressed even if the client negotiated
     /// permessage-deflate: for payloads that are compressed already
     /// (images, archives), where deflate only costs CPU.
     pub fn send_uncompressed(&self, message: impl IntoMessage) -> Result<(), SendError> {
-        let message = message.into_message()?;
+        self.queue(message.into_message()?, Connection::send_uncompressed)
+    }
+
+    fn queue(
+        &self,
+        message: Message,
+        send: fn(&mut Connection, Message) -> Result<(), blaze_proto::UsageError>,
+    ) -> Result<(), SendError> {
         self.shared.with_conn(|inner| {
             if inner.pending_close.is_some() {
                 return Err(SendError::Closed);
             }
-            inner.conn.send_uncompressed(message).map_err(SendError::from)
+            send(&mut inner.conn, message).map_err(SendError::from)
         })
     }
 
