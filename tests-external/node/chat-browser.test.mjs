@@ -55,6 +55,13 @@ async function waitLine(page, text) {
   return line.first().getAttribute('class');
 }
 
+/** The chat example's GET /stats. */
+async function stats(srv) {
+  const res = await fetch(`${srv.http}/stats`, { signal: AbortSignal.timeout(5000) });
+  assert.equal(res.status, 200);
+  return res.json();
+}
+
 const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 test('two tabs chat through the server', { timeout: 60_000 }, async () => {
@@ -72,6 +79,13 @@ test('two tabs chat through the server', { timeout: 60_000 }, async () => {
         }
       });
     }
+
+    // Watch tab A's WebSocket handshake through the DevTools protocol: the
+    // 101's Sec-WebSocket-Extensions says whether deflate was negotiated.
+    const cdp = await context.newCDPSession(tabA);
+    await cdp.send('Network.enable');
+    const handshakes = [];
+    cdp.on('Network.webSocketHandshakeResponseReceived', (event) => handshakes.push(event.response));
 
     const response = await tabA.goto(`${server.http}/`, WAIT);
     assert.equal(response.status(), 200);
@@ -111,6 +125,24 @@ test('two tabs chat through the server', { timeout: 60_000 }, async () => {
       'bob: hi alice',
       'alice: <b>not bold</b>',
     ]);
+
+    // Compression is really on with Chromium: its offer was accepted...
+    assert.equal(handshakes.length, 1, 'tab A made one WebSocket handshake');
+    assert.equal(handshakes[0].status, 101);
+    const extensions = Object.entries(handshakes[0].headers).find(([k]) => k.toLowerCase() === 'sec-websocket-extensions');
+    assert.ok(extensions, `no Sec-WebSocket-Extensions in the 101: ${JSON.stringify(handshakes[0].headers)}`);
+    assert.match(extensions[1], /^permessage-deflate/);
+    // ...and a broadcast longer than the 64-byte threshold is compressed
+    // (once, shared mode) and arrives intact.
+    const before = await stats(server);
+    const long = 'a longer message, well past the compression threshold — ünïcödé ✓ 日本語 '.repeat(3).trim();
+    await tabA.fill('#text', long);
+    await tabA.click('#send');
+    await waitLine(tabB, `alice: ${long}`);
+    await waitLine(tabA, `alice: ${long}`);
+    const after = await stats(server);
+    assert.ok(after.compressions > 0, `compressions: ${JSON.stringify(after)}`);
+    assert.ok(after.compressions > before.compressions, `the long broadcast was not compressed: ${JSON.stringify([before, after])}`);
 
     await tabB.screenshot({ path: SCREENSHOT, fullPage: true });
 

@@ -38,13 +38,6 @@ ROUTES = {
     "/deflate-dedicated-10": (False, 10),
 }
 
-# Blaze bug: see test_raw_dedicated_empty_message_after_another. In dedicated
-# mode with server context takeover, an empty message sent after any earlier
-# message goes out with RSV1 and an EMPTY payload (the compressor's repeated
-# sync flush emits nothing); RFC 7692 §7.2.3.6 needs at least the byte 0x00.
-# zlib then inflates '' + 00 00 ff ff as a stored block with bad lengths, and
-# websockets fails the connection with 1002 "decompression failed".
-BUG_EMPTY_AFTER_FLUSH = "BUG: dedicated mode sends an empty message after another as RSV1 + empty payload, not 0x00 (peers fail 1002)"
 
 
 def expected_answer(path: str, snct: bool, cnct: bool, smwb: int | None, cmwb) -> str:
@@ -135,14 +128,7 @@ def test_default_offer_negotiates_and_echoes(server, path):
     run(main(), timeout=60)
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/deflate",
-        pytest.param("/deflate-dedicated", marks=pytest.mark.xfail(strict=True, reason=BUG_EMPTY_AFTER_FLUSH)),
-        pytest.param("/deflate-dedicated-10", marks=pytest.mark.xfail(strict=True, reason=BUG_EMPTY_AFTER_FLUSH)),
-    ],
-)
+@pytest.mark.parametrize("path", list(ROUTES))
 def test_default_offer_echoes_every_size_incl_empty(server, path):
     async def main():
         async with dconnect(server.ws + path, compression="deflate") as ws:
@@ -160,15 +146,11 @@ TAKEOVERS = [(False, False), (True, False), (False, True), (True, True)]
 
 
 def offer_cases():
-    for path, (shared, _) in ROUTES.items():
+    for path in ROUTES:
         for smwb, cmwb in WINDOWS:
             for snct, cnct in TAKEOVERS:
-                marks = []
-                # The server keeps a compression context: the empty-message bug.
-                if not shared and not snct:
-                    marks = [pytest.mark.xfail(strict=True, reason=BUG_EMPTY_AFTER_FLUSH)]
                 yield pytest.param(
-                    path, smwb, cmwb, snct, cnct, marks=marks, id=f"{path[1:]}-s{smwb}-c{cmwb}-snct{int(snct)}-cnct{int(cnct)}"
+                    path, smwb, cmwb, snct, cnct, id=f"{path[1:]}-s{smwb}-c{cmwb}-snct{int(snct)}-cnct{int(cnct)}"
                 )
 
 
@@ -190,20 +172,6 @@ def test_explicit_offer(server, path, smwb, cmwb, snct, cnct):
             await echo_all(ws, MESSAGES)
 
     run(main(), timeout=90)
-
-
-@pytest.mark.parametrize("path", ["/deflate-dedicated", "/deflate-dedicated-10"])
-@pytest.mark.parametrize("smwb,cmwb", [(None, True), (9, 9), (15, 15), (None, None)])
-def test_takeover_echo_without_empty_messages(server, path, smwb, cmwb):
-    # Context takeover in both directions, every size but 0 (see the
-    # empty-message bug above): the windows must really be honoured for
-    # 200 KiB messages that refer back into earlier ones.
-    async def main():
-        async with dconnect(server.ws + path, compression=None, extensions=[factory(smwb, cmwb, False, False)]) as ws:
-            assert ws.response.headers["Sec-WebSocket-Extensions"] == expected_answer(path, False, False, smwb, cmwb)
-            await echo_all(ws, NONEMPTY)
-
-    run(main(), timeout=60)
 
 
 def test_deflate_info_reports_negotiation(server):
@@ -376,8 +344,11 @@ def test_raw_dedicated_keeps_context_both_ways(server):
         assert sizes[1] < sizes[0], f"the server kept no context: reply sizes {sizes}"
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_EMPTY_AFTER_FLUSH)
 def test_raw_dedicated_empty_message_after_another(server):
+    # Regression: zlib's sync flush with no new input emits nothing, so an
+    # empty message after another once went out as RSV1 + an empty payload,
+    # which zlib inflaters reject ('invalid stored block lengths'); it must
+    # be the single byte 0x00 (RFC 7692 §7.2.3.6) and keep both contexts in step.
     comp = zlib.compressobj(wbits=-15)
     decomp = zlib.decompressobj(-15)
     with Raw(server.port, "/deflate-dedicated") as c:

@@ -28,12 +28,6 @@ from wshelp import run
 # rounds, plus 20 small JSON texts).
 MESSAGES = 7 * 2 * 2 + 20
 
-BUG_EMPTY_AFTER_FLUSH = (
-    "BUG: Blaze's dedicated-mode compressor sends an empty message after another as RSV1 + empty "
-    "payload, not 0x00 (websockets fails 1002 'decompression failed')"
-)
-
-
 def client_binary() -> Path:
     explicit = os.environ.get("BLAZE_DEFLATE_CLIENT")
     if explicit:
@@ -146,10 +140,6 @@ def cases():
     for mode, window in CLIENTS:
         for smwb, cmwb in WINDOWS:
             for snct, cnct in TAKEOVERS:
-                marks = []
-                # The client keeps its compression context: the empty-message bug.
-                if mode == "dedicated" and not cnct:
-                    marks = [pytest.mark.xfail(strict=True, reason=BUG_EMPTY_AFTER_FLUSH)]
                 yield pytest.param(
                     mode,
                     window,
@@ -159,7 +149,6 @@ def cases():
                         server_no_context_takeover=snct,
                         client_no_context_takeover=cnct,
                     ),
-                    marks=marks,
                     id=f"{mode}{window}-s{smwb}-c{cmwb}-snct{int(snct)}-cnct{int(cnct)}",
                 )
 
@@ -181,11 +170,7 @@ def test_blaze_client_against_websockets_server(mode, window, factory_kwargs):
 
 @pytest.mark.parametrize(
     "mode,window",
-    [
-        ("shared", 15),
-        pytest.param("dedicated", 15, marks=pytest.mark.xfail(strict=True, reason=BUG_EMPTY_AFTER_FLUSH)),
-        pytest.param("dedicated", 12, marks=pytest.mark.xfail(strict=True, reason=BUG_EMPTY_AFTER_FLUSH)),
-    ],
+    [("shared", 15), ("dedicated", 15), ("dedicated", 12)],
 )
 def test_server_requiring_client_max_window_bits(mode, window):
     # Blaze always offers client_max_window_bits, so a server that requires
@@ -200,7 +185,7 @@ def test_server_requiring_client_max_window_bits(mode, window):
 @pytest.mark.parametrize("mode,window", [("shared", 15), ("dedicated", 15), ("dedicated", 9)])
 def test_blaze_client_context_takeover_with_client_no_context(mode, window):
     # A server that asks the client for no context: Blaze's dedicated client
-    # must then reset its compressor per message (and so avoids the bug).
+    # must then reset its compressor per message.
     report, seen = run(run_client(dict(client_no_context_takeover=True), mode, window), timeout=90)
     check(report, seen)
     assert "client_no_context_takeover" in seen["response"]
