@@ -67,7 +67,9 @@ fn deflate_into(compress: &mut Compress, payload: &[u8], out: &mut Vec<u8>) -> O
 /// Compresses with the thread's shared compressor for `level` and
 /// `window`, reset after the message.
 pub(crate) fn shared_compress(level: u32, window: u8, payload: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    SHARED_COMPRESSORS.with(|cell| {
+    // `try_with`: during a thread's teardown the cache may be gone; a
+    // compressor of its own then does the job.
+    let cached = SHARED_COMPRESSORS.try_with(|cell| {
         let Ok(mut shared) = cell.try_borrow_mut() else {
             return deflate_into(&mut new_compress(level, window), payload, out);
         };
@@ -83,7 +85,11 @@ pub(crate) fn shared_compress(level: u32, window: u8, payload: &[u8], out: &mut 
         let result = deflate_into(compress, payload, out);
         compress.reset();
         result
-    })
+    });
+    match cached {
+        Ok(result) => result,
+        Err(_) => deflate_into(&mut new_compress(level, window), payload, out),
+    }
 }
 
 /// Frames `payload` as one compressed message (RSV1 set), masked with
@@ -163,11 +169,14 @@ impl Inflater {
     fn state(&mut self) -> &mut Decompress {
         let window = self.window;
         self.state.get_or_insert_with(|| {
-            let pooled = INFLATER_POOL.with(|pool| {
-                let mut pool = pool.try_borrow_mut().ok()?;
-                let at = pool.iter().position(|(w, _)| *w == window)?;
-                Some(pool.swap_remove(at).1)
-            });
+            let pooled = INFLATER_POOL
+                .try_with(|pool| {
+                    let mut pool = pool.try_borrow_mut().ok()?;
+                    let at = pool.iter().position(|(w, _)| *w == window)?;
+                    Some(pool.swap_remove(at).1)
+                })
+                .ok()
+                .flatten();
             pooled.unwrap_or_else(|| Decompress::new_with_window_bits(false, window))
         })
     }
@@ -252,7 +261,9 @@ impl Inflater {
         }
         state.reset(false);
         let window = self.window;
-        INFLATER_POOL.with(|pool| {
+        // `try_with`: a connection dropped during the thread's teardown
+        // just frees its decompressor.
+        let _ = INFLATER_POOL.try_with(|pool| {
             if let Ok(mut pool) = pool.try_borrow_mut() {
                 if pool.len() < INFLATER_POOL_SIZE {
                     pool.push((window, state));
