@@ -141,8 +141,21 @@ fn check_upgrade(up: &UpgradeRequest) {
     let supported: Vec<String> = up.protocols.iter().rev().cloned().collect();
     let protocol = up.select_protocol(&supported);
     assert_eq!(protocol, up.protocols.last().map(String::as_str));
-    let extension = up.extensions.first().map(|e| e.name.clone());
-    let response = up.accept(protocol, extension.as_deref()).to_bytes();
+    // The first offered extension is accepted as it was named, except
+    // permessage-deflate, which is negotiated for real (an offer that
+    // breaks RFC 7692 §7.1 is declined, and a bare name would not answer
+    // an offer with parameters).
+    let answer = match up.extensions.first() {
+        Some(first) if first.name == "permessage-deflate" => {
+            let config = blaze_proto::deflate::DeflateConfig::default()
+                .mode(blaze_proto::deflate::CompressionMode::Dedicated);
+            up.negotiate_deflate(&config).map(|params| params.to_header())
+        }
+        Some(first) => Some(first.name.clone()),
+        None => None,
+    };
+    let extension = answer.as_ref().map(|a| a.split(';').next().unwrap_or_default().to_owned());
+    let response = up.accept(protocol, answer.as_deref()).to_bytes();
 
     let raw_key = base64::engine::general_purpose::STANDARD.decode(&up.key).expect("validated key");
     let raw_key: [u8; 16] = raw_key.try_into().expect("validated key is 16 bytes");
