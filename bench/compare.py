@@ -4,7 +4,15 @@
 Run through scripts/bench.sh (which builds everything first), or directly:
 
     python3 bench/compare.py [--quick] [--reps N] [--servers a,b] [--scenarios x,y]
-                             [--no-md] [--keep-cc] [--results DIR]
+                             [--no-md] [--keep-cc] [--results DIR] [--set deflate]
+
+`--set deflate` runs the permessage-deflate scenarios instead (Blaze plain,
+deflate shared and deflate dedicated, plus any `--extra` peers, e.g. one
+whose name contains "shared"/"dedicated"/"plain"): fan-out of 1 KiB JSON to
+10,000 subscribers, echo of JSON at 32 B / 1 KiB / 64 KiB, idle memory after
+one message each. It writes bench/results/raw-deflate.jsonl and prints the
+tables; it never touches BENCHMARKS.md (the deflate section there is
+written by hand from them).
 
 For every scenario, repetition and server it starts a FRESH server process
 pinned to core 0 (`taskset -c 0`, open-file limit 20000), waits until its
@@ -63,6 +71,75 @@ SERVERS = [
     ("axum", PEERS / "axum-peer", []),
 ]
 OPTIONAL = {"axum"}
+
+# `--set deflate`: the Blaze echo example in its three modes.
+DEFLATE_SERVERS = [
+    ("blaze plain", RELEASE / "echo", ["--runtime", "tokio"]),
+    ("blaze shared", RELEASE / "echo", ["--runtime", "tokio", "--deflate", "shared"]),
+    ("blaze dedicated", RELEASE / "echo", ["--runtime", "tokio", "--deflate", "dedicated"]),
+]
+
+
+def client_deflate(server: str) -> str:
+    """What blaze-bench offers to a server in the deflate set, from its name."""
+    if "plain" in server:
+        return "off"
+    if "dedicated" in server or "python" in server:
+        return "dedicated"
+    return "shared"
+
+
+def deflate_scenarios(quick: bool) -> list[dict]:
+    secs = 3 if quick else 5
+    msgs = "20" if quick else "100"
+    echo_servers = ["blaze shared", "blaze dedicated", "python", "uWS shared", "uWS dedicated"]
+    def echo(key, size, conns, window, label):
+        return dict(key=key, title=f"Echo with permessage-deflate: {conns} connections × {label} JSON, window {window}, {secs} s",
+                    path="/echo", args=["echo", "--conns", str(conns), "--size", str(size), "--window", str(window), "--secs", str(secs), "--payload", "json"],
+                    metric="msgs_per_s", unit="msgs/s", op="message", higher=True, timeout=secs + 60, servers=echo_servers)
+    return [
+        dict(key="fanout-10k-json1k", title=f"Fan-out: 10,000 subscribers × {msgs} JSON messages of 1 KiB",
+             path="/broadcast", args=["fanout", "--subs", "10000", "--msgs", msgs, "--size", "1024", "--payload", "json", "--timeout", "90"],
+             metric="deliveries_per_s", unit="deliveries/s", op="delivery", higher=True, timeout=200,
+             servers=["blaze plain", "blaze shared", "uWS plain", "uWS shared"]),
+        echo("echo-json32", 32, 100, 16, "32 B"),
+        echo("echo-json1k", 1024, 100, 16, "1 KiB"),
+        echo("echo-json64k", 65536, 10, 4, "64 KiB"),
+        dict(key="idle-deflate", title="Idle: 10,000 connections, one 256 B JSON message echoed on each, then held 3 s",
+             path="/idle", args=["idle", "--conns", "10000", "--hold", "1" if quick else "3", "--messages", "1", "--size", "256", "--payload", "json"],
+             metric="kib_per_conn", unit="KiB/conn (server RSS)", op="connection", higher=False, timeout=200,
+             servers=["blaze plain", "blaze shared", "blaze dedicated"]),
+    ]
+
+
+def runs_in(sc: dict, server: str) -> bool:
+    return "servers" not in sc or any(m in server for m in sc["servers"])
+
+
+def deflate_tables(summary: dict, rows: list[dict], scs: list[dict], servers: list[str]) -> str:
+    md = []
+    for sc in scs:
+        names = [n for n in servers if runs_in(sc, n)]
+        md.append(f"#### {sc['title']}\n")
+        md.append(f"| server | client offers | agreed | {sc['unit']} (median, min–max) | server CPU µs/{sc['op']} | wire ÷ payload, client→server | wire ÷ payload, server→client | server / load tool core use |")
+        md.append("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        for name in names:
+            s = summary[(sc["key"], name)]
+            good = [r["result"] for r in rows if r["scenario_key"] == sc["key"] and r["server"] == name and r["ok"] and r["result"]]
+            if not good:
+                md.append(f"| {name} | {client_deflate(name)} | | failed ({'; '.join(sorted(set(s['errors'])))[:160]}) | | | | |")
+                continue
+            up = median([float(r["ratio_up"]) for r in good if "ratio_up" in r])
+            down = median([float(r["ratio_down"]) for r in good if "ratio_down" in r])
+            agreed = "; ".join(sorted({str(r.get("deflate_negotiated", "?")) for r in good})).replace("permessage-deflate", "pmd")
+            note = "" if s["good"] == s["runs"] else f" ({s['runs'] - s['good']} of {s['runs']} runs failed)"
+            md.append(
+                f"| {name}{note} | {client_deflate(name)} | {agreed} | {fmt_num(s['value'], sc['unit'])} ({fmt_num(s['lo'], sc['unit'])}–{fmt_num(s['hi'], sc['unit'])}) "
+                f"| {fmt_num(s['cpu'], 'µs') if s['cpu'] is not None else '—'} | {'—' if up is None else f'{up:.3f}'} | {'—' if down is None else f'{down:.3f}'} "
+                f"| {pct(s['util'])} / {pct(s['cutil'])} |"
+            )
+        md.append("")
+    return "\n".join(md)
 
 
 def scenarios(quick: bool) -> list[dict]:
@@ -453,15 +530,20 @@ def main() -> int:
     ap.add_argument("--keep-cc", action="store_true", help="leave TCP congestion control as it is")
     ap.add_argument("--md-path", default=str(ROOT / "BENCHMARKS.md"), help="the Markdown file to update")
     ap.add_argument("--results", default=str(ROOT / "bench" / "results"), help="output folder")
+    ap.add_argument("--set", choices=["servers", "deflate"], default="servers",
+                    help="scenario set: the default comparison, or the permessage-deflate one (never writes BENCHMARKS.md)")
     args = ap.parse_args()
+    deflate_set = args.set == "deflate"
+    if deflate_set:
+        args.no_md = True
 
     reps = args.reps or (1 if args.quick else 3)
-    scs = scenarios(args.quick)
+    scs = deflate_scenarios(args.quick) if deflate_set else scenarios(args.quick)
     if args.scenarios:
         want = args.scenarios.split(",")
         scs = [s for s in scs if s["key"] in want]
     servers = []
-    table = [s for s in SERVERS if not args.servers or s[0] in args.servers.split(",")]
+    table = [s for s in (DEFLATE_SERVERS if deflate_set else SERVERS) if not args.servers or s[0] in args.servers.split(",")]
     for spec in args.extra:
         name, _, cmd = spec.partition("=")
         parts = shlex.split(cmd)
@@ -500,7 +582,7 @@ def main() -> int:
 
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    suffix = "-quick" if args.quick else ""
+    suffix = ("-deflate" if deflate_set else "") + ("-quick" if args.quick else "")
     raw_path = results / f"raw{suffix}.jsonl"
     chart_path = results / f"chart{suffix}.svg"
     log_path = results / f"run{suffix}.log"
@@ -520,13 +602,15 @@ def main() -> int:
             cc_used = CC_PATH.read_text().strip()
             log(f"congestion control: {Run.saved_cc} -> {cc_used} (restored at the end)")
         with open(raw_path, "w") as raw, open(log_path, "w") as logf:
-            total = len(scs) * reps * len(servers)
+            total = sum(1 for sc in scs for name, _, _ in servers if runs_in(sc, name)) * reps
             n = 0
             for sc in scs:
                 for rep in range(reps):
                     # Servers interleaved within each repetition, so slow drifts in
                     # the machine's load hit all of them alike.
                     for name, binary, extra in run_servers:
+                        if not runs_in(sc, name):
+                            continue
                         n += 1
                         port = PORT_BASE + port_n % PORT_SPAN
                         port_n += 1
@@ -534,7 +618,8 @@ def main() -> int:
                         t0 = time.monotonic()
                         try:
                             proc = start_server(binary, extra, port, logf)
-                            result, err = run_bench(sc, port, proc.pid, logf, bench_bin)
+                            cell = dict(sc, args=sc["args"] + ["--deflate", client_deflate(name)]) if deflate_set else sc
+                            result, err = run_bench(cell, port, proc.pid, logf, bench_bin)
                             if proc.poll() is not None:
                                 err = err or f"server exited with {proc.returncode}"
                             row.update(ok=not err and result is not None, error=err, result=result, pid=proc.pid)
@@ -567,6 +652,10 @@ def main() -> int:
     finished = datetime.datetime.now(datetime.timezone.utc)
     load_after = load_snapshot()
     summary = summarize(rows, scs, names)
+    if deflate_set:
+        print("\n" + deflate_tables(summary, rows, scs, names))
+        log(f"raw results: {raw_path}\nlog: {log_path}\nbinaries: {'; '.join(binaries_md)}")
+        return 130 if interrupted else 0
     m = machine()
     subtitle = (f"{m['nproc']} × {m['cpu']}, Linux {m['kernel']}; {started:%Y-%m-%d}; congestion control {cc_used}; "
                 f"{reps} run(s) per cell{' (quick)' if args.quick else ''}")

@@ -6,6 +6,11 @@
 #
 #   scripts/bench.sh            # full run: 5 scenarios × 3 repetitions × 5 servers (~10-15 min)
 #   scripts/bench.sh --quick    # smoke run: short, 1 repetition, BENCHMARKS.md untouched
+#   scripts/bench.sh --set deflate [--extra "NAME=PATH ARGS" ...]
+#                               # permessage-deflate scenarios (Blaze plain / shared /
+#                               # dedicated, plus any --extra peer; see compare.py):
+#                               # prints tables, writes bench/results/raw-deflate.jsonl,
+#                               # BENCHMARKS.md untouched
 #
 # Needs root (it sets net.ipv4.tcp_congestion_control=cubic for the run and
 # restores the previous value), taskset, 2+ cores. Targets 127.0.0.1 only.
