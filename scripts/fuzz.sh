@@ -63,9 +63,11 @@ for target in "${TARGETS[@]}"; do
     echo "!! $target failed (exit $status)"
     grep -E 'panicked at|^==[0-9]+==ERROR|SUMMARY:|Test unit written to|^artifact_prefix|Failing input' "$log" | head -n 20 || tail -n 40 "$log"
     summary+=("$target: FAILED (exit $status), see $log")
+    echo "fuzz target $target: FAILED"
   else
     echo "$done_line"
     summary+=("$target: $done_line | execs ${execs:-?} | avg exec/s ${rate:-?} | peak rss ${rss:-?} MB")
+    echo "fuzz target $target: passed"
   fi
 done
 

@@ -27,11 +27,28 @@ cargo build -q -p blaze-tokio --example conformance_server --example deflate_cli
 # group (the runner, the servers and browsers it started).
 status=0
 
+# An empty or shrunken run must not pass: each runner must report at least
+# this many passing tests (raise them as tests are added; lower them only
+# with the tests that were removed on purpose).
+MIN_PYTHON_TESTS=340
+MIN_NODE_TESTS=34
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+# The number before `word` on the runner's closing lines.
+count() { grep -Eo "$1" "$out" | grep -Eo '[0-9]+' | tail -n 1; }
+
 echo "== python: pytest tests-external/python"
-if (cd tests-external/python && timeout --kill-after=10 600 python3 -m pytest); then
+if (cd tests-external/python && timeout --kill-after=10 600 python3 -m pytest) 2>&1 | tee "$out"; then
     python_result=passed
 else
-    python_result="FAILED ($?)"
+    python_result="FAILED"
+    status=1
+fi
+passed=$(count '[0-9]+ passed' || true)
+if [ "${passed:-0}" -lt "$MIN_PYTHON_TESTS" ]; then
+    echo "test-external: pytest passed ${passed:-0} tests, fewer than the $MIN_PYTHON_TESTS expected" >&2
+    python_result="FAILED (only ${passed:-0} tests passed)"
     status=1
 fi
 
@@ -40,10 +57,16 @@ if [ ! -d tests-external/node/node_modules/ws ] || [ ! -d tests-external/node/no
     echo "tests-external/node/node_modules is incomplete: run scripts/install-test-deps.sh" >&2
     node_result="FAILED (missing deps)"
     status=1
-elif (cd tests-external/node && timeout --kill-after=10 600 node --test --test-concurrency=1); then
+elif (cd tests-external/node && timeout --kill-after=10 600 node --test --test-concurrency=1 ./*.test.mjs) 2>&1 | tee "$out"; then
     node_result=passed
 else
-    node_result="FAILED ($?)"
+    node_result="FAILED"
+    status=1
+fi
+passed=$(count '^# pass [0-9]+' || true)
+if [ "$node_result" = passed ] && [ "${passed:-0}" -lt "$MIN_NODE_TESTS" ]; then
+    echo "test-external: node passed ${passed:-0} tests, fewer than the $MIN_NODE_TESTS expected" >&2
+    node_result="FAILED (only ${passed:-0} tests passed)"
     status=1
 fi
 

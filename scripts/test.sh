@@ -1,19 +1,43 @@
 #!/usr/bin/env bash
 # The whole test suite: the Rust workspace's tests (unit, proptest, doc,
-# end-to-end over loopback with the tungstenite client), then the external
-# clients (Python websockets, Node ws, headless Chromium) against our
-# servers. Installs what the external tests need first.
-set -euo pipefail
+# end-to-end over loopback with the tungstenite client, simulations), the
+# fuzz crate's own tests with every committed seed replayed, then the
+# external clients (Python websockets, Node ws, headless Chromium) against
+# our servers. Installs what the external tests need first.
+#
+# Every step runs even when an earlier one failed, each under an outer
+# time bound, and the script exits non-zero if any failed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== installing test dependencies"
-bash scripts/install-test-deps.sh
+failed=()
+step() {
+    local name=$1
+    shift
+    echo "== $name"
+    if ! "$@"; then
+        echo "!! $name failed"
+        failed+=("$name")
+    fi
+}
 
-echo "== blaze-proto stays sans-io (no clock, threads or sockets in the library)"
-(cd blaze-proto && cargo clippy --lib -- -D clippy::disallowed-methods -D clippy::disallowed-types)
+# Tests open 1,000+ sockets: take the hard limit, not the usual 1,024.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-echo "== cargo test --workspace"
-cargo test --workspace
+step "installing test dependencies" bash scripts/install-test-deps.sh
 
-echo "== external clients"
-bash scripts/test-external.sh
+step "blaze-proto stays sans-io (no clock, threads or sockets in the library)" \
+    bash -c 'cd blaze-proto && cargo clippy --lib -- -D clippy::disallowed-methods -D clippy::disallowed-types'
+
+# --no-fail-fast: one failing test binary does not hide the others'
+# results. The bound is far above a normal run (about 5 minutes here).
+step "cargo test --workspace" timeout --kill-after=30 2400 cargo test --workspace --no-fail-fast
+
+step "fuzz crate tests and seed replay" bash scripts/fuzz-tests.sh
+
+step "external clients" bash scripts/test-external.sh
+
+if [ ${#failed[@]} -ne 0 ]; then
+    echo "test.sh: failed: ${failed[*]}" >&2
+    exit 1
+fi
