@@ -239,7 +239,10 @@ impl Connection {
             if self.state == State::Closed || self.failure.is_some() {
                 break;
             }
-            if self.assembler.inflated_total() - inflated_before >= INFLATE_BUDGET && !buf.is_empty() {
+            if self.deflate.is_some()
+                && self.assembler.inflated_total() - inflated_before >= INFLATE_BUDGET
+                && !buf.is_empty()
+            {
                 self.input_paused = true;
                 break;
             }
@@ -411,6 +414,16 @@ impl Connection {
         self.send_payload(opcode, message.into_bytes(), false)
     }
 
+    /// Queues `payload` compressed; `false` if compression failed (the
+    /// caller sends it plain). Out of line: plain sends stay small.
+    #[inline(never)]
+    fn send_compressed(&mut self, opcode: OpCode, payload: &[u8]) -> bool {
+        let Some(frame) = self.compress(opcode, payload) else { return false };
+        self.outbound.push_shared(&frame);
+        self.note_sent();
+        true
+    }
+
     /// Whether a message of `len` bytes goes out compressed.
     fn compresses(&self, len: usize) -> bool {
         self.deflate.as_ref().is_some_and(|d| d.side.can_send_compressed() && len >= d.side.threshold)
@@ -468,12 +481,8 @@ impl Connection {
         // Checked before compressing: a compressor keeping context must
         // not take in a message the peer will never receive.
         self.check_can_send(payload.len())?;
-        if compress && self.compresses(payload.len()) {
-            if let Some(frame) = self.compress(opcode, &payload) {
-                self.outbound.push_shared(&frame);
-                self.note_sent();
-                return Ok(());
-            }
+        if compress && self.compresses(payload.len()) && self.send_compressed(opcode, &payload) {
+            return Ok(());
         }
         let header = FrameHeader::new(opcode);
         match self.role {

@@ -107,8 +107,11 @@ impl FrameDecoder {
         self.last_taken = pending.taken;
         buf.advance(pending.header_len);
         let mut payload = buf.split_to(pending.payload_len);
-        if let Some(key) = pending.mask {
-            apply_mask(&mut payload[pending.taken..], key, pending.taken);
+        match (pending.mask, pending.taken) {
+            // The common case, kept apart so the key needs no rotation.
+            (Some(key), 0) => apply_mask(&mut payload, key, 0),
+            (Some(key), taken) => apply_mask(&mut payload[taken..], key, taken),
+            (None, _) => {}
         }
         Ok(Some(DecodedFrame { header: header_from_b0(pending.b0), mask: pending.mask, payload: payload.freeze() }))
     }
