@@ -3,8 +3,8 @@
 //! shutdown, checked with the tungstenite client over loopback TCP.
 
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use blaze_async_std::{guard, App, Callbacks, Response, WsConfig};
@@ -45,6 +45,24 @@ fn close_code(client: &mut Client) -> u16 {
             Ok(Message::Close(Some(frame))) => return frame.code.into(),
             Ok(_) => {}
             Err(e) => panic!("no close frame: {e}"),
+        }
+    }
+}
+
+/// How long a Blaze client waits for the next message before the test fails.
+const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `ws.recv()`, failing the test (with the caller's line) when nothing
+/// arrives within [`RECV_TIMEOUT`], instead of hanging.
+#[track_caller]
+fn recv_within(
+    ws: &mut blaze_async_std::WsStream,
+) -> impl std::future::Future<Output = Option<blaze_async_std::Message>> + '_ {
+    let caller = std::panic::Location::caller();
+    async move {
+        match async_std::future::timeout(RECV_TIMEOUT, ws.recv()).await {
+            Ok(message) => message,
+            Err(_) => panic!("no message (nor the end of the connection) within {RECV_TIMEOUT:?}, awaited at {caller}"),
         }
     }
 }
@@ -114,18 +132,43 @@ async fn broadcast_reaches_everyone_once_with_one_encoding() {
 
 #[async_std::test]
 async fn silent_clients_are_pruned_by_heartbeat() {
-    let closes = Arc::new(AtomicUsize::new(0));
+    let config = WsConfig::default().ping_interval(Some(Duration::from_millis(100))).pong_timeout(Duration::from_millis(200));
+    // Silence → a ping after `ping_interval` → dropped `pong_timeout` later.
+    let deadline = config.ping_interval.unwrap() + config.pong_timeout;
+    // Per connection: when `on_open` ran, and the code and time of `on_close`.
+    // Recorded here and asserted outside: a panic inside a callback is caught
+    // by the driver and would only keep the count from being reached.
+    let opened: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let closes: Arc<Mutex<Vec<(u64, u16, Instant)>>> = Arc::default();
     let app = App::new();
-    app.config(WsConfig::default().ping_interval(Some(Duration::from_millis(100))).pong_timeout(Duration::from_millis(200)));
-    let seen = closes.clone();
-    app.ws("/hb", Callbacks::new().on_close(move |_, code, _| {
-        assert_eq!(code, 1006);
-        seen.fetch_add(1, Ordering::SeqCst);
-    }));
+    app.config(config);
+    let (on_open, on_close) = (opened.clone(), closes.clone());
+    app.ws(
+        "/hb",
+        Callbacks::new()
+            .on_open(move |ws| {
+                on_open.lock().unwrap().insert(ws.id().0, Instant::now());
+            })
+            .on_close(move |ws, code, _| {
+                on_close.lock().unwrap().push((ws.id().0, code, Instant::now()));
+            }),
+    );
     let addr = serve(&app).await;
     let silent: Vec<Client> = blocking(move || (0..10).map(|_| connect(addr, "/hb")).collect()).await;
-    assert!(eventually(Duration::from_secs(3), || closes.load(Ordering::SeqCst) == 10).await);
+    assert!(eventually(Duration::from_secs(3), || closes.lock().unwrap().len() == 10).await);
     assert_eq!(app.connection_count("/hb"), 0);
+    let opened = opened.lock().unwrap().clone();
+    for &(id, code, closed_at) in closes.lock().unwrap().iter() {
+        assert_eq!(code, 1006, "connection {id}: a dead peer sends no close frame");
+        let opened_at = *opened.get(&id).unwrap_or_else(|| panic!("connection {id} closed but its on_open never ran"));
+        let silence = closed_at - opened_at;
+        // Never before the deadline (a little slack: the heartbeat may start
+        // just before `on_open` runs); the upper bound is the 3 s above.
+        assert!(
+            silence + Duration::from_millis(20) >= deadline,
+            "connection {id} dropped after {silence:?} of silence, before ping_interval + pong_timeout = {deadline:?}"
+        );
+    }
     drop(silent);
 }
 
@@ -170,16 +213,53 @@ async fn shutdown_sends_1001_and_serve_returns() {
     assert_eq!(app.total_connections(), 0);
 }
 
+/// Reads raw server frames (unmasked) until a close frame; returns its code.
+fn close_frame_code(stream: &mut TcpStream) -> u16 {
+    use std::io::Read;
+    loop {
+        let mut header = [0u8; 2];
+        stream.read_exact(&mut header).expect("a frame header before the close frame");
+        let len = match header[1] & 0x7f {
+            126 => {
+                let mut ext = [0u8; 2];
+                stream.read_exact(&mut ext).unwrap();
+                u16::from_be_bytes(ext) as usize
+            }
+            127 => {
+                let mut ext = [0u8; 8];
+                stream.read_exact(&mut ext).unwrap();
+                u64::from_be_bytes(ext) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).expect("a whole frame");
+        if header[0] & 0x0f == 0x8 {
+            assert!(payload.len() >= 2, "a close frame without a code");
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
 #[async_std::test]
 async fn stalled_reader_is_closed_with_1008_and_its_queue_stays_bounded() {
     use std::io::{Read, Write};
     const LIMIT: usize = 64 * 1024;
     let app = App::new();
-    app.config(WsConfig::default().max_backpressure(LIMIT));
+    // The stalled client reads its close frame only after the broadcasts:
+    // generous close and write timeouts, so that a busy machine does not
+    // get it dropped (1006) before it can read its 1008.
+    app.config(
+        WsConfig::default()
+            .max_backpressure(LIMIT)
+            .close_timeout(Duration::from_secs(60))
+            .write_timeout(Some(Duration::from_secs(60))),
+    );
     app.ws("/feed", Callbacks::new());
     let addr = serve(&app).await;
-    // A client that handshakes by hand and never reads again.
+    // A client that handshakes by hand and stops reading until the end.
     let mut stalled = TcpStream::connect(addr).unwrap();
+    stalled.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         stalled,
         "GET /feed HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -202,7 +282,15 @@ async fn stalled_reader_is_closed_with_1008_and_its_queue_stays_bounded() {
     }
     assert!(!ws.is_open(), "the stalled reader was not cut off");
     assert!(max_queued <= LIMIT + payload.len() + 16, "queued {max_queued}");
-    drop(stalled);
+    // Cut off by the backpressure policy, not by anything else: the close
+    // frame at the end of what was queued says 1008.
+    let code = blocking(move || {
+        let code = close_frame_code(&mut stalled);
+        drop(stalled);
+        code
+    })
+    .await;
+    assert_eq!(code, 1008, "the stalled reader's close code");
     assert!(eventually(Duration::from_secs(7), || app.connection_count("/feed") == 0).await);
 }
 
@@ -257,8 +345,7 @@ async fn permessage_deflate_round_trips_and_broadcasts_compress_once() {
     let text = "κόσμε ".repeat(300);
     clients[0].send(text.as_str()).unwrap();
     for client in &mut clients {
-        let got = async_std::future::timeout(Duration::from_secs(5), client.recv()).await.expect("within 5 s");
-        assert_eq!(got, Some(blaze_async_std::Message::text(text.clone())));
+        assert_eq!(recv_within(client).await, Some(blaze_async_std::Message::text(text.clone())));
     }
     // A shared-mode server keeps no context: one compression for both.
     assert_eq!(app.compressions() - compressions, 1);

@@ -14,6 +14,8 @@ async fn client_talks_to_a_tungstenite_server() {
     let addr = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
+        // A client that never closes must not hang the `join` below.
+        stream.set_read_timeout(Some(RECV_TIMEOUT)).unwrap();
         let mut ws = tungstenite::accept(stream).unwrap();
         loop {
             match ws.read() {
@@ -25,11 +27,12 @@ async fn client_talks_to_a_tungstenite_server() {
     });
     let mut ws = blaze_tokio::connect(&format!("ws://{addr}/")).await.unwrap();
     ws.send("hello").unwrap();
-    assert_eq!(ws.recv().await, Some(Message::text("hello")));
+    assert_eq!(recv_within(&mut ws).await, Some(Message::text("hello")));
     ws.send_binary(vec![9u8; 70_000]).unwrap();
-    assert_eq!(ws.recv().await.map(|m| m.len()), Some(70_000));
+    assert_eq!(recv_within(&mut ws).await, Some(Message::binary(vec![9u8; 70_000])));
     ws.close(1000u16, "done").unwrap();
-    assert_eq!(ws.recv().await, None);
+    // The close handshake completes: `recv` ends (and in time).
+    assert_eq!(recv_within(&mut ws).await, None);
     server.join().unwrap();
 }
 

@@ -161,10 +161,6 @@ fn messages() -> Vec<Message> {
     ]
 }
 
-async fn recv_within(ws: &mut blaze_tokio::WsStream) -> Option<Message> {
-    tokio::time::timeout(Duration::from_secs(5), ws.recv()).await.expect("no message within 5 s")
-}
-
 // ---- Blaze's client and server, both compressing ------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,7 +40,10 @@ fn connect_with_header(addr: std::net::SocketAddr, path: &str, name: &'static st
     let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
     request.headers_mut().insert(name, value.parse().unwrap());
     match tungstenite::connect(request) {
-        Ok((client, _)) => Ok(client),
+        Ok((client, _)) => {
+            set_timeout(&client, Duration::from_secs(5));
+            Ok(client)
+        }
         Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
         Err(e) => panic!("{e}"),
     }

@@ -23,7 +23,11 @@ async fn vanishing_client(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
         .await
         .unwrap();
     let mut head = [0u8; 129];
-    stream.read_exact(&mut head).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+        .await
+        .expect("no 101 response within 5 s")
+        .unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
     stream
 }
 
@@ -45,6 +49,8 @@ fn app(closes: Arc<AtomicUsize>) -> App {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_vanished_clients_are_pruned_within_ping_interval_plus_pong_timeout() {
+    // Both ends of 1,000 connections live in this process.
+    ensure_fd_limit(2 * 1000 + 100);
     let closes = Arc::new(AtomicUsize::new(0));
     let app = app(closes.clone());
     let (addr, _server) = serve(&app).await;

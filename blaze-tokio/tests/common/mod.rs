@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use blaze_tokio::App;
+use blaze_tokio::{App, Message as BlazeMessage, WsStream};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -102,3 +102,69 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
     }
     check()
 }
+
+/// How long a Blaze client waits for the next message before the test fails.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `ws.recv()`, failing the test (with the caller's line) when nothing
+/// arrives within [`RECV_TIMEOUT`]: a lost message fails in seconds
+/// instead of hanging the test run.
+#[track_caller]
+pub fn recv_within(ws: &mut WsStream) -> impl std::future::Future<Output = Option<BlazeMessage>> + '_ {
+    recv_within_for(ws, RECV_TIMEOUT)
+}
+
+/// [`recv_within`] with an explicit timeout.
+#[track_caller]
+pub fn recv_within_for(
+    ws: &mut WsStream,
+    timeout: Duration,
+) -> impl std::future::Future<Output = Option<BlazeMessage>> + '_ {
+    let caller = std::panic::Location::caller();
+    async move {
+        match tokio::time::timeout(timeout, ws.recv()).await {
+            Ok(message) => message,
+            Err(_) => panic!("no message (nor the end of the connection) within {timeout:?}, awaited at {caller}"),
+        }
+    }
+}
+
+/// Makes sure this process may open `needed` file descriptors: a test
+/// with 1,000 connections holds both ends of each (2,000 sockets), more
+/// than the usual `ulimit -n` of 1024. Raises the soft limit to the hard
+/// one if that is enough; otherwise fails at once with what to do,
+/// instead of failing later with an obscure "Too many open files".
+#[cfg(unix)]
+pub fn ensure_fd_limit(needed: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        panic!("getrlimit(RLIMIT_NOFILE): {}", std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur as u64 >= needed {
+        return;
+    }
+    assert!(
+        limit.rlim_max as u64 >= needed,
+        "this test needs {needed} file descriptors but the hard limit is {}: raise it (e.g. `ulimit -Hn {needed}` as root, \
+         or in /etc/security/limits.conf) and run again",
+        limit.rlim_max
+    );
+    let soft = limit.rlim_cur;
+    // The hard limit itself (it may be RLIM_INFINITY, which some systems
+    // refuse as a soft limit: then just what the test needs).
+    for target in [limit.rlim_max, needed as libc::rlim_t] {
+        let raised = libc::rlimit { rlim_cur: target, rlim_max: limit.rlim_max };
+        // SAFETY: `raised` is a valid rlimit (the hard limit unchanged).
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return;
+        }
+    }
+    panic!(
+        "this test needs {needed} file descriptors, the soft limit is {soft} and raising it failed ({}): run `ulimit -n {needed}` first",
+        std::io::Error::last_os_error()
+    );
+}
+
+#[cfg(not(unix))]
+pub fn ensure_fd_limit(_needed: u64) {}

@@ -11,6 +11,37 @@ use sim_tests::*;
 const HOSTS: usize = 6;
 const PER_HOST: usize = 20;
 
+// The agent's retry timing (mirrors `agent()` in sim-tests/src/lib.rs,
+// whose constants are private): after its connection ends it waits
+// 50..300 ms before the first attempt; after a failed attempt 100..400 ms;
+// an attempt gives up after `CONNECT_TIMEOUT`.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(300);
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The most attempts a client may fail across one restart after `downtime`
+/// with the server down (the process gone, the new one not started).
+///
+/// An attempt started while the server host is down cannot succeed: its
+/// SYN finds no process (turmoil holds it until the host runs again, and
+/// the fresh process only binds its listener on its first tick, after that
+/// delivery), so it fails at the restart, or after `CONNECT_TIMEOUT` if
+/// the downtime outlasts it, and the client backs off at least
+/// `RETRY_BACKOFF_MIN` before the next attempt. So while down, a client
+/// fails at most once per `CONNECT_TIMEOUT + RETRY_BACKOFF_MIN`, plus the
+/// one attempt that ends at the restart. Once the new process has started
+/// (it binds within a tick), every attempt succeeds: a retry comes at
+/// least 100 ms later. A bounce (zero downtime) must cost no failed
+/// attempt at all: clients see the close only after the new process is
+/// already running, and wait 50 ms more before connecting.
+fn max_failed_attempts(downtime: Duration) -> u32 {
+    if downtime.is_zero() {
+        0
+    } else {
+        (downtime.as_nanos() / (CONNECT_TIMEOUT + RETRY_BACKOFF_MIN).as_nanos()) as u32 + 1
+    }
+}
+
 fn restart(seed: u64) {
     let mut sim = Sim::new(seed, Net::default());
     let server = Server::install(&mut sim, ServerSpec::default());
@@ -39,6 +70,11 @@ fn restart(seed: u64) {
             .iter()
             .map(|a| lock(&a.log).conns.len())
             .collect();
+        let failed_before: Vec<u32> = fleet
+            .agents
+            .iter()
+            .map(|a| lock(&a.log).failed_attempts)
+            .collect();
         let old_generation = server.generation();
         let crashed_at = sim.now();
         let mut downtime = Duration::ZERO;
@@ -51,6 +87,7 @@ fn restart(seed: u64) {
             sim.run_for(downtime);
             sim.sim.bounce(SERVER);
         }
+        let restarted_at = sim.now();
         let generation = old_generation + 1;
 
         // Every client saw its connection end (1006: the process died, the
@@ -109,16 +146,41 @@ fn restart(seed: u64) {
         assert_eq!(registered, clients, "round {round}: registry vs clients");
         // Nothing of the old process is left in the host's TCP stack.
         assert_eq!(server.tcp_streams(), total);
-        if round == 2 {
-            // While it was down, attempts failed and were retried.
-            let failed: u32 = fleet
-                .agents
-                .iter()
-                .map(|a| a.snapshot().failed_attempts)
-                .sum();
-            if verbose() {
-                eprintln!("restart seed {seed}: downtime {downtime:?}, {failed} failed attempts");
+        // Failed attempts, this round only (the first connection may have
+        // failed too, if a client started before the first process listened).
+        let max_failed = max_failed_attempts(downtime);
+        let mut failed_total = 0;
+        let mut must_have_retried = 0;
+        for (i, agent) in fleet.agents.iter().enumerate() {
+            let log = agent.snapshot();
+            let failed = log.failed_attempts - failed_before[i];
+            failed_total += failed;
+            assert!(
+                failed <= max_failed,
+                "round {round}: client {i} failed {failed} attempts to reconnect, more than the \
+                 {max_failed} a downtime of {downtime:?} allows"
+            );
+            // A client that saw the close early enough made its first attempt
+            // (at most RECONNECT_BACKOFF_MAX later) while the server was still
+            // down, with margin for the SYN's latency: that attempt must have
+            // failed and been retried.
+            let (_, closed_at) = log.conns[conns_before[i] - 1].closed.unwrap();
+            if closed_at + RECONNECT_BACKOFF_MAX + sim.net.max_latency < restarted_at {
+                must_have_retried += 1;
+                assert!(
+                    failed >= 1,
+                    "round {round}: client {i} saw the close at {:?}, the server was down until \
+                     {:?}, yet no connection attempt failed",
+                    closed_at,
+                    restarted_at
+                );
             }
+        }
+        if verbose() {
+            eprintln!(
+                "restart seed {seed} round {round}: downtime {downtime:?}, {failed_total} failed \
+                 attempts (at most {max_failed} each; {must_have_retried} clients had to retry)"
+            );
         }
     }
     sim.run_for(sim.net.max_latency * 5);
