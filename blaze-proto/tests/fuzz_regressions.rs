@@ -64,3 +64,52 @@ fn application_pings_past_max_backpressure_are_dropped() {
     assert_eq!((frames[0].header.opcode, &frames[0].payload[..]), (OpCode::Ping, &b"now"[..]));
     assert_eq!(server.state(), State::Open);
 }
+
+/// `handshake_request` (the stricter harness comparing chunked and whole
+/// reads; minimized: 65 × `A` then a NUL, `max_head_bytes` 64): fed byte by
+/// byte the head was 431 once it passed the limit, but fed at once httparse
+/// reached the NUL past the limit first and it was 400.
+#[test]
+fn a_head_over_the_limit_is_431_however_it_arrives() {
+    use blaze_proto::bytes::BytesMut;
+    use blaze_proto::handshake::{HandshakeLimits, RequestReader};
+    let mut wire = b"A".repeat(65);
+    wire.push(0);
+    let reader = RequestReader::new(HandshakeLimits::default().max_head_bytes(64), Instant::now());
+    let whole = reader.read(&mut BytesMut::from(&wire[..])).map(|r| r.is_some()).map_err(|e| e.status());
+    let mut buf = BytesMut::new();
+    let mut pieces = Ok(false);
+    for byte in &wire {
+        buf.extend_from_slice(&[*byte]);
+        pieces = reader.read(&mut buf).map(|r| r.is_some()).map_err(|e| e.status());
+        if pieces != Ok(false) {
+            break;
+        }
+    }
+    assert_eq!(whole, Err(431));
+    assert_eq!(pieces, Err(431));
+}
+
+/// The same on the client side (found by the same harness on
+/// `handshake_response`): a response head over 16 KiB with a bad byte past
+/// the limit is `TooLarge` at once as in pieces.
+#[test]
+fn a_response_head_over_the_limit_is_too_large_however_it_arrives() {
+    use blaze_proto::bytes::BytesMut;
+    use blaze_proto::handshake::{ClientHandshake, ClientHandshakeError};
+    let mut wire = b"HTTP/1.1 101 Switching Protocols\r\nX-Long: ".to_vec();
+    wire.extend(b"a".repeat(16_400));
+    wire.push(0);
+    let client = ClientHandshake::new("h", "/", [1; 16]);
+    assert_eq!(client.read_response(&mut BytesMut::from(&wire[..])), Err(ClientHandshakeError::TooLarge));
+    let mut buf = BytesMut::new();
+    let mut last = Ok(None);
+    for chunk in wire.chunks(1000) {
+        buf.extend_from_slice(chunk);
+        last = client.read_response(&mut buf);
+        if !matches!(last, Ok(None)) {
+            break;
+        }
+    }
+    assert_eq!(last, Err(ClientHandshakeError::TooLarge));
+}

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use blaze_proto::bytes::BytesMut;
 use blaze_proto::frame::{encode_frame, encoded_len, FrameDecoder, FrameHeader, OpCode, Role};
-use blaze_proto::handshake::{accept_key, ClientHandshake, HandshakeLimits, RequestReader, UpgradeRequest};
+use blaze_proto::handshake::{
+    accept_key, ClientHandshake, ClientHandshakeError, HandshakeLimits, RequestReader, UpgradeRequest,
+};
 use blaze_proto::{BackpressurePolicy, CloseCode, Config, Connection, Event, Message};
 use common::*;
 use proptest::prelude::*;
@@ -420,6 +422,23 @@ const REQUEST: &str = "GET /chat?room=1 HTTP/1.1\r\nHost: server.example.com\r\n
     Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
     Sec-WebSocket-Version: 13\r\n\r\n";
 
+/// Standard base64 of 16 bytes, written out here (not blaze-proto's encoder).
+fn base64_16(bytes: &[u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Bytes that are either random or a valid head with a few bytes changed.
 fn mutated(valid: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
     let len = valid.len();
@@ -441,6 +460,45 @@ proptest! {
     #[test]
     fn request_reader_never_panics(bytes in mutated(REQUEST.as_bytes().to_vec()), cut in any::<Index>()) {
         let reader = RequestReader::new(HandshakeLimits::default().max_headers(8), Instant::now());
+        // Unmutated, and cut where the mutated bytes are, the request is
+        // read and upgraded with every field it carries.
+        let valid = REQUEST.as_bytes();
+        let valid_cut = cut.index(valid.len() + 1);
+        let mut buf = BytesMut::from(&valid[..valid_cut]);
+        let first = reader.read(&mut buf);
+        let request = match first {
+            Ok(None) => {
+                prop_assert!(valid_cut < valid.len(), "the whole request read as incomplete");
+                prop_assert_eq!(buf.len(), valid_cut, "Ok(None) consumed bytes");
+                buf.extend_from_slice(&valid[valid_cut..]);
+                reader.read(&mut buf)
+            }
+            other => other,
+        };
+        let request = match request {
+            Ok(Some(request)) => request,
+            other => return Err(TestCaseError::fail(format!("valid request cut at {valid_cut}: {other:?}"))),
+        };
+        prop_assert!(buf.is_empty(), "{} bytes left after the head", buf.len());
+        prop_assert_eq!((request.method.as_str(), request.path.as_str(), request.query.as_deref()), ("GET", "/chat", Some("room=1")));
+        prop_assert_eq!(request.version, 1);
+        prop_assert_eq!(request.header("host"), Some("server.example.com"));
+        let up = match UpgradeRequest::validate(request) {
+            Ok(up) => up,
+            Err(err) => return Err(TestCaseError::fail(format!("valid request refused: {err:?}"))),
+        };
+        prop_assert_eq!(up.key.as_str(), "dGhlIHNhbXBsZSBub25jZQ==");
+        prop_assert_eq!(&up.protocols, &["chat", "superchat"]);
+        prop_assert_eq!(up.extensions.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["permessage-deflate"]);
+        let supported = ["superchat".to_owned()];
+        prop_assert_eq!(up.select_protocol(&supported), Some("superchat"));
+        let response = up.accept(Some("chat"), None).to_bytes();
+        let response = String::from_utf8(response.to_vec()).expect("an ASCII response");
+        prop_assert!(response.starts_with("HTTP/1.1 101 "), "{}", response);
+        // RFC 6455 §1.3: this key's accept value.
+        prop_assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{}", response);
+        prop_assert!(response.contains("Sec-WebSocket-Protocol: chat\r\n"), "{}", response);
+
         let cut = cut.index(bytes.len() + 1);
         let mut buf = BytesMut::from(&bytes[..cut]);
         let result = match reader.read(&mut buf) {
@@ -462,10 +520,37 @@ proptest! {
     #[test]
     fn client_response_reader_never_panics(key in any::<[u8; 16]>(), edits in prop::collection::vec((any::<Index>(), any::<u8>()), 0..6), random in prop::option::of(prop::collection::vec(any::<u8>(), 0..400))) {
         let hs = ClientHandshake::new("h", "/", key).protocols(["chat"]).extensions("permessage-deflate");
-        let mut bytes = random.unwrap_or_else(|| format!(
+        let accept = accept_key(hs.key().as_bytes());
+        let valid = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: chat\r\n\r\n",
-            accept_key(hs.key().as_bytes())).into_bytes());
+             Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: chat\r\n\r\n").into_bytes();
+        // The key is the 16 bytes in base64 (encoded here independently),
+        // the request carries it, and its accept value is 20 bytes of SHA-1
+        // in base64.
+        prop_assert_eq!(accept.len(), 28);
+        prop_assert_eq!(hs.key(), base64_16(&key));
+        let request = String::from_utf8(hs.request()).expect("an ASCII request");
+        prop_assert!(request.contains(&format!("Sec-WebSocket-Key: {}\r\n", hs.key())), "{}", request);
+        // Unmutated, the response is accepted with the protocol it names,
+        // the frame after it left in the buffer.
+        let mut buf = BytesMut::from(&valid[..]);
+        buf.extend_from_slice(&[0x81, 0x00]);
+        match hs.read_response(&mut buf) {
+            Ok(Some(done)) => {
+                prop_assert_eq!(done.protocol.as_deref(), Some("chat"));
+                prop_assert!(done.extensions.is_empty() && done.deflate.is_none());
+                prop_assert_eq!(done.headers.iter().find(|(n, _)| n == "sec-websocket-accept").map(|(_, v)| v.as_str()), Some(accept.as_str()));
+                prop_assert_eq!(&buf[..], &[0x81, 0x00]);
+            }
+            other => return Err(TestCaseError::fail(format!("valid response refused: {other:?}"))),
+        }
+        // ... but not by a client that sent another key.
+        let mut other_key = key;
+        other_key[0] ^= 1;
+        let other = ClientHandshake::new("h", "/", other_key).protocols(["chat"]);
+        prop_assert_eq!(other.read_response(&mut BytesMut::from(&valid[..])), Err(ClientHandshakeError::BadAccept));
+
+        let mut bytes = random.unwrap_or(valid);
         // A frame the server sent eagerly after the head.
         bytes.extend_from_slice(&[0x81, 0x00]);
         let len = bytes.len();

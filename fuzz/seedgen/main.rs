@@ -1,6 +1,7 @@
 //! Writes the seed corpora under fuzz/seeds/<target>/ from the RFC 6455
 //! test vectors, requests in the style of real clients, and the traffic
-//! capture.py recorded from the examples (seedgen/traffic/).
+//! capture.py recorded from the examples (seedgen/traffic/), and copies
+//! the inputs the fuzzer found (seedgen/found/<target>/) verbatim.
 //!
 //!     cd fuzz && cargo run --example seedgen
 //!
@@ -11,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use blaze_fuzz::connection::{ConfigInput, ConnInput, Harness, Op, Payload, Side};
+use blaze_fuzz::connection::{ConfigInput, ConnInput, Op, Payload, Side};
 use blaze_fuzz::handshake::CLIENT_KEY;
 use blaze_fuzz::inflate::{encode_records, Corruption, Record};
 use blaze_proto::bytes::BytesMut;
@@ -252,10 +253,11 @@ fn response_seeds(root: &Path, captured: &[(String, Vec<u8>, Vec<u8>)]) -> usize
 
 fn frame_seeds(root: &Path, captured: &[(String, Vec<u8>, Vec<u8>)]) -> usize {
     let mut seeds = Seeds::new(root, "frame_decode");
-    // Control byte: 0 = 1 MiB limit, no RSV1, whole; 0x08 = byte by byte;
-    // 0x04 = RSV1 allowed; 0x01 = a 125-byte limit.
+    // Control byte 0 = 1 MiB limit, no RSV1; 0x04 = RSV1 allowed; 0x01 = a
+    // 125-byte limit. Chunking byte (here `ctl >> 3`): 0 = whole, 1 = byte
+    // by byte, 2 = random pieces, 3 = cut anywhere.
     let add = |seeds: &mut Seeds, name: &str, ctl: u8, bytes: &[u8]| {
-        let mut seed = vec![ctl];
+        let mut seed = vec![ctl & 7, ctl >> 3];
         seed.extend_from_slice(bytes);
         seeds.add(name, &seed);
     };
@@ -307,6 +309,18 @@ fn frame_seeds(root: &Path, captured: &[(String, Vec<u8>, Vec<u8>)]) -> usize {
         ]
         .concat();
         add(&mut seeds, &format!("fragmented-{m}"), 0x10, &stream);
+    }
+    // Cut at positions anywhere in the stream (chunking mode 3).
+    for (name, chunk) in [("cut-a", 0x03u8), ("cut-b", 0x47), ("cut-c", 0xbb)] {
+        let stream = [
+            frame(OpCode::Binary, false, &[7; 300], Some(MASK)),
+            frame(OpCode::Ping, true, b"p", Some(MASK)),
+            frame(OpCode::Continuation, true, &[9; 40], Some(MASK)),
+        ]
+        .concat();
+        let mut seed = vec![0, chunk];
+        seed.extend_from_slice(&stream);
+        seeds.add(&format!("fragmented-masked-{name}"), &seed);
     }
     // Compressed (RSV1) data frames once deflate is negotiated.
     add(&mut seeds, "rsv1-deflate", 0x04, &[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
@@ -673,6 +687,14 @@ fn main() {
         ("connection", connection_seeds(&root, &captured)),
         ("inflate", inflate_seeds(&root)),
     ];
+    // Inputs the fuzzer found, kept verbatim: seedgen/found/<target>/.
+    for target in blaze_fuzz::TARGETS {
+        let Ok(entries) = fs::read_dir(root.join("seedgen").join("found").join(target)) else { continue };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            fs::copy(&path, root.join("seeds").join(target).join(path.file_name().unwrap())).unwrap();
+        }
+    }
     // Every seed passes its own harness.
     for (target, count) in counts {
         let dir = root.join("seeds").join(target);
@@ -680,13 +702,7 @@ fn main() {
             let path = entry.unwrap().path();
             let data = fs::read(&path).unwrap();
             println!("checking {}", path.display());
-            match target {
-                "frame_decode" => blaze_fuzz::frame::frame_decode(&data),
-                "handshake_request" => blaze_fuzz::handshake::handshake_request(&data),
-                "handshake_response" => blaze_fuzz::handshake::handshake_response(&data),
-                "inflate" => blaze_fuzz::inflate::inflate(&data),
-                _ => Harness::run(&ConnInput::parse(&data).unwrap()),
-            }
+            blaze_fuzz::run_target(target, &data);
         }
         println!("{target}: {count} seeds");
     }

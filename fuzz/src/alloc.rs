@@ -2,15 +2,23 @@
 //! parsing hostile input allocates a bounded amount of memory, not just
 //! that it does not crash (libFuzzer's `-rss_limit_mb` only catches
 //! blow-ups past the process limit).
+//!
+//! The counters are per thread, so `cargo test` running harnesses on
+//! several threads at once (the seed replay) measures each one alone.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::cell::Cell;
 
 /// The system allocator, counting live bytes and their high-water mark.
 pub struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    // Const-initialised and without destructors: usable from inside the
+    // allocator at any point of a thread's life. Signed, since a thread
+    // may free what another allocated.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
 
 // SAFETY: every call is forwarded to `System` unchanged; only counters are added.
 unsafe impl GlobalAlloc for Counting {
@@ -32,13 +40,13 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         System.dealloc(ptr, layout);
-        LIVE.fetch_sub(layout.size(), Relaxed);
+        shrink(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let new = System.realloc(ptr, layout, new_size);
         if !new.is_null() {
-            LIVE.fetch_sub(layout.size(), Relaxed);
+            shrink(layout.size());
             grow(new_size);
         }
         new
@@ -46,18 +54,24 @@ unsafe impl GlobalAlloc for Counting {
 }
 
 fn grow(size: usize) {
-    let live = LIVE.fetch_add(size, Relaxed) + size;
-    PEAK.fetch_max(live, Relaxed);
+    let _ = LIVE.try_with(|live| {
+        live.set(live.get().wrapping_add(size as isize));
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(live.get())));
+    });
+}
+
+fn shrink(size: usize) {
+    let _ = LIVE.try_with(|live| live.set(live.get().wrapping_sub(size as isize)));
 }
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
 /// Runs `f` and returns its result with the most heap bytes that were live
-/// at once during the call, beyond what was live before it.
+/// at once during the call (on this thread), beyond what was live before it.
 pub fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let before = LIVE.load(Relaxed);
-    PEAK.store(before, Relaxed);
+    let before = LIVE.with(Cell::get);
+    PEAK.with(|peak| peak.set(before));
     let result = f();
-    (result, PEAK.load(Relaxed).saturating_sub(before))
+    (result, usize::try_from(PEAK.with(Cell::get) - before).unwrap_or(0))
 }

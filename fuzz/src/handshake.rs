@@ -76,7 +76,7 @@ pub fn handshake_request(data: &[u8]) {
     };
     let limits = HandshakeLimits::default().max_head_bytes(max_head_bytes).max_headers(max_headers);
     let reader = RequestReader::new(limits, Instant::now());
-    let plan = chunks::plan(*seed, wire.len());
+    let plan = chunks::plan(&[*seed], wire.len());
 
     let ((result, rest), peak) = alloc::peak_during(|| {
         let (result, rest) = in_pieces(wire, &plan, max_head_bytes, |buf| reader.read(buf));
@@ -90,7 +90,9 @@ pub fn handshake_request(data: &[u8]) {
     assert!(peak <= bound, "reading a {}-byte request held {peak} heap bytes (bound {bound})", wire.len());
     let (result, upgrade) = result;
 
-    // Delivered at once, the same bytes parse to the same request.
+    // Delivered at once, the same bytes give the same answer: the same
+    // request and the same bytes after it, both "need more", or errors
+    // answering with the same status, neither consuming anything.
     let mut whole_buf = BytesMut::from(wire);
     let whole = reader.read(&mut whole_buf);
     match (&result, &whole) {
@@ -98,10 +100,18 @@ pub fn handshake_request(data: &[u8]) {
             assert_eq!(a, b, "chunking {plan:?} changed the request");
             assert_eq!(rest, whole_buf, "chunking changed the bytes left after the head");
         }
-        // A head complete in some prefix is complete in the whole, and a
-        // prefix of a valid head is never an error.
-        (Ok(Some(_)), _) | (_, Ok(Some(_))) => panic!("in pieces {result:?}, at once {whole:?} (plan {plan:?})"),
-        _ => {}
+        (Ok(None), Ok(None)) => assert_eq!(rest, whole_buf, "waiting for more consumed bytes"),
+        (Err(a), Err(b)) => {
+            assert_eq!(
+                a.status(),
+                b.status(),
+                "in pieces {plan:?} refused with {a:?} ({}), at once with {b:?} ({})",
+                a.status(),
+                b.status()
+            );
+            assert_eq!(rest, whole_buf, "a refusal consumed bytes");
+        }
+        _ => panic!("in pieces {result:?}, at once {whole:?} (plan {plan:?})"),
     }
 
     match result {
@@ -234,12 +244,15 @@ pub fn handshake_response(data: &[u8]) {
     if ctl & 4 != 0 {
         client = client.extensions("permessage-deflate; client_max_window_bits");
     }
-    let plan = chunks::plan(*seed, wire.len());
+    let plan = chunks::plan(&[*seed], wire.len());
     let ((result, rest), peak) =
         alloc::peak_during(|| in_pieces(wire, &plan, MAX_RESPONSE_HEAD, |buf| client.read_response(buf)));
     let bound = HEAP_SLACK + 8 * wire.len();
     assert!(peak <= bound, "reading a {}-byte response held {peak} heap bytes (bound {bound})", wire.len());
 
+    // Delivered at once, the same bytes give the same answer: the same
+    // response, "need more" both times, or the same error; a rejection has
+    // the same status and, with what arrived after the head, the same body.
     let mut whole_buf = BytesMut::from(wire);
     let whole = client.read_response(&mut whole_buf);
     match (&result, &whole) {
@@ -247,11 +260,22 @@ pub fn handshake_response(data: &[u8]) {
             assert_eq!(a, b, "chunking {plan:?} changed the response");
             assert_eq!(rest, whole_buf, "chunking changed the bytes left after the head");
         }
-        (Ok(Some(_)), _) | (_, Ok(Some(_))) => panic!("in pieces {result:?}, at once {whole:?} (plan {plan:?})"),
-        (Err(ClientHandshakeError::Rejected { status: a, .. }), Err(ClientHandshakeError::Rejected { status: b, .. })) => {
-            assert_eq!(a, b)
+        (Ok(None), Ok(None)) => assert_eq!(rest, whole_buf, "waiting for more consumed bytes"),
+        (
+            Err(ClientHandshakeError::Rejected { status: a, body: body_a }),
+            Err(ClientHandshakeError::Rejected { status: b, body: body_b }),
+        ) => {
+            assert_eq!(a, b, "chunking {plan:?} changed the rejection's status");
+            let mut body = body_a.to_vec();
+            body.extend_from_slice(&rest);
+            assert_eq!(&body[..], &body_b[..], "chunking {plan:?} changed the rejection's body");
+            assert!(whole_buf.is_empty(), "a rejection left bytes after its body");
         }
-        _ => {}
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b, "in pieces {plan:?} refused with {a:?}, at once with {b:?}");
+            assert_eq!(rest, whole_buf, "a refusal consumed bytes");
+        }
+        _ => panic!("in pieces {result:?}, at once {whole:?} (plan {plan:?})"),
     }
 
     match result {

@@ -666,7 +666,7 @@ pub fn inflate(data: &[u8]) {
 /// [`chunks::plan`], its pieces joined so that there are at most
 /// [`MAX_PIECES`].
 fn pieces(seed: u8, len: usize) -> Vec<usize> {
-    let plan = chunks::plan(seed, len);
+    let plan = chunks::plan(&[seed], len);
     if plan.len() <= MAX_PIECES {
         return plan;
     }

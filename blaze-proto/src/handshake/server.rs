@@ -171,7 +171,12 @@ impl RequestReader {
             &mut on_heap[..]
         };
         let mut req = httparse::Request::new(headers);
-        let status = match req.parse(buf) {
+        // Only the first `max_head_bytes` can hold an acceptable head:
+        // parsing no further keeps a too-long head 431 however its bytes
+        // arrive (byte by byte it was 431, at once 400 when a bad byte lay
+        // past the limit; found by the handshake fuzz target).
+        let window = &buf[..buf.len().min(self.limits.max_head_bytes)];
+        let status = match req.parse(window) {
             Ok(status) => status,
             Err(httparse::Error::TooManyHeaders) => {
                 return Err(HandshakeError::TooManyHeaders(self.limits.max_headers))
