@@ -58,12 +58,16 @@ impl WsUrl {
             None => (rest, "/"),
         };
         let path = if path.starts_with('?') { format!("/{path}") } else { path.to_owned() };
+        let invalid = || ClientError::InvalidUrl(url.to_owned());
+        // A port follows the last ':' unless that ':' is inside an IPv6
+        // literal (`[::1]`, `[::1]:9001`).
         let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                (h.to_owned(), p.parse().map_err(|_| ClientError::InvalidUrl(url.to_owned()))?)
-            }
+            Some((h, p)) if !p.ends_with(']') => (h.to_owned(), p.parse().map_err(|_| invalid())?),
             _ => (authority.to_owned(), 80),
         };
+        if host.starts_with('[') != host.ends_with(']') {
+            return Err(invalid());
+        }
         if host.is_empty() {
             return Err(ClientError::InvalidUrl(url.to_owned()));
         }
@@ -227,5 +231,10 @@ mod tests {
         assert!(WsUrl::parse("http://h/").is_err());
         assert!(WsUrl::parse("wss://h/").is_err());
         assert!(WsUrl::parse("ws://h:notaport/").is_err());
+        let v6 = WsUrl::parse("ws://[::1]/chat").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port, v6.authority.as_str()), ("[::1]", 80, "[::1]:80"));
+        let v6 = WsUrl::parse("ws://[::1]:9001/").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("[::1]", 9001));
+        assert!(WsUrl::parse("ws://[::1/").is_err());
     }
 }

@@ -288,6 +288,25 @@ impl Drop for Release {
     }
 }
 
+/// The body length a request announces (RFC 9110 §8.6: digits only; every
+/// `Content-Length` it carries must agree, RFC 9112 §6.3). `Err` for
+/// anything else, which is answered 400.
+fn content_length(request: &HttpRequest) -> Result<Option<usize>, ()> {
+    let mut length = None;
+    for value in request.header_all("content-length").flat_map(|v| v.split(',')) {
+        let value = value.trim();
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(());
+        }
+        let n: usize = value.parse().map_err(|_| ())?;
+        if length.is_some_and(|seen| seen != n) {
+            return Err(());
+        }
+        length = Some(n);
+    }
+    Ok(length)
+}
+
 /// The headers worth keeping for the connection's life: the handshake's
 /// own (key, version, upgrade, connection, extensions) mean nothing after
 /// it, and every idle connection would pay for them.
@@ -311,11 +330,16 @@ async fn serve_http<R: Runtime, T: Transport>(
     reader: &RequestReader,
 ) {
     let RouteKind::Http { handler, .. } = &route.kind else { return };
-    let length: usize = match request.header("content-length").map(|v| v.trim().parse()) {
-        None => 0,
-        Some(Ok(n)) if n <= MAX_HTTP_BODY => n,
-        Some(Ok(_)) => return respond_and_close(rt, &mut io, Response::text(413, "body too large")).await,
-        Some(Err(_)) => return respond_and_close(rt, &mut io, Response::text(400, "bad content-length")).await,
+    if request.header("transfer-encoding").is_some() {
+        // No chunked bodies here; guessing a length would desynchronize
+        // the request from what a proxy in front of us saw (RFC 9112 §6.1).
+        return respond_and_close(rt, &mut io, Response::text(501, "transfer-encoding not supported")).await;
+    }
+    let length = match content_length(&request) {
+        Ok(None) => 0,
+        Ok(Some(n)) if n <= MAX_HTTP_BODY => n,
+        Ok(Some(_)) => return respond_and_close(rt, &mut io, Response::text(413, "body too large")).await,
+        Err(()) => return respond_and_close(rt, &mut io, Response::text(400, "bad content-length")).await,
     };
     while buf.len() < length {
         buf.reserve(length - buf.len());

@@ -89,6 +89,7 @@ impl ConnShared {
         let mut inner = self.lock();
         let was_idle = !inner.conn.wants_write();
         let was_open = inner.conn.is_open();
+        let had_events = inner.conn.has_events();
         let out = f(&mut inner);
         // State changes wake the driver even when it already had output:
         // such a driver is typically blocked on a full socket, and only it
@@ -101,7 +102,12 @@ impl ConnShared {
         // shutdown overran its drain timeout waiting on the stalled. Found
         // by sim-tests' slow-consumer and shutdown simulations.
         let started_closing = was_open && !inner.conn.is_open();
+        // A send refused under the drop policy queued `Dropped` for
+        // `on_error`: a driver parked on a full socket must hear of it now,
+        // not when the socket drains (found by the drop-policy coverage test).
+        let new_events = !had_events && inner.conn.has_events();
         if started_closing
+            || new_events
             || inner.pending_abort
             || inner.pending_close.is_some()
             || was_idle && (inner.conn.wants_write() || !inner.conn.is_open())

@@ -350,6 +350,12 @@ impl Connection {
         self.timers.next()
     }
 
+    /// Whether events wait for [`Connection::poll_event`] (a send refused
+    /// under the drop policy queues [`Event::Dropped`]).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty() || self.failure.is_some()
+    }
+
     /// The next event, in the order they happened.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {

@@ -168,3 +168,140 @@ pub fn ensure_fd_limit(needed: u64) {
 
 #[cfg(not(unix))]
 pub fn ensure_fd_limit(_needed: u64) {}
+
+// ---- Raw WebSocket helpers (added for the coverage_* tests) -------------
+
+/// Serves `app` on 127.0.0.1:0 with a fixed kernel send buffer per
+/// connection (inherited from the listening socket), so a stalled
+/// reader's backlog stays in Blaze's queue instead of the kernel's.
+pub async fn serve_with_sndbuf(app: &App, sndbuf: u32) -> (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(sndbuf).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1024).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = app.clone();
+    let task = tokio::spawn(async move { app.serve(listener).await });
+    (addr, task)
+}
+
+/// Opens a WebSocket by hand (blocking; call from `blocking`), optionally
+/// with a small kernel receive buffer, sending `extra_headers` (each line
+/// ending in `\r\n`). Reads exactly the response head, so no frame sent
+/// right after the 101 is consumed. Panics unless the answer is a 101.
+pub fn raw_ws_connect(addr: SocketAddr, path: &str, rcvbuf: Option<u32>, extra_headers: &str) -> TcpStream {
+    use std::io::{Read, Write};
+    let mut stream = connect_with_rcvbuf(addr, rcvbuf).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("response head");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "expected a 101, got {}", String::from_utf8_lossy(&head));
+    stream
+}
+
+/// Connects a blocking std TCP stream, with its receive buffer set before
+/// connecting (tokio's `TcpSocket` can; a throwaway runtime connects).
+fn connect_with_rcvbuf(addr: SocketAddr, rcvbuf: Option<u32>) -> std::io::Result<TcpStream> {
+    let Some(rcvbuf) = rcvbuf else { return TcpStream::connect(addr) };
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_recv_buffer_size(rcvbuf)?;
+    let stream = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async { socket.connect(addr).await?.into_std() })?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// A client frame (masked, as RFC 6455 §5.3 requires): `opcode` 1 text,
+/// 2 binary, 0 continuation, 8 close, 9 ping, 10 pong.
+pub fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Reads server frames from a raw stream.
+pub struct RawFrames {
+    pub stream: TcpStream,
+    decoder: blaze_proto::frame::FrameDecoder,
+    buf: blaze_proto::bytes::BytesMut,
+}
+
+/// A frame a server sent: opcode (1 text, 2 binary, 8 close, 9 ping, 10 pong), FIN, payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    pub opcode: u8,
+    pub fin: bool,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrames {
+    /// Reads from `stream`, each read waiting at most `timeout`.
+    pub fn new(stream: TcpStream, timeout: Duration) -> RawFrames {
+        stream.set_read_timeout(Some(timeout)).unwrap();
+        RawFrames {
+            stream,
+            decoder: blaze_proto::frame::FrameDecoder::new(blaze_proto::Role::Client, usize::MAX),
+            buf: blaze_proto::bytes::BytesMut::new(),
+        }
+    }
+
+    /// The next frame; `Err` with what happened if the stream ended,
+    /// failed or timed out first.
+    pub fn next(&mut self) -> Result<RawFrame, String> {
+        use std::io::Read;
+        let mut chunk = [0u8; 65536];
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buf).map_err(|e| format!("invalid frame: {e}"))? {
+                return Ok(RawFrame {
+                    opcode: frame.header.opcode.as_u8(),
+                    fin: frame.header.fin,
+                    payload: frame.payload.to_vec(),
+                });
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("EOF".into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
+        }
+    }
+
+    /// Reads frames until a close frame; returns its code (1005 if empty).
+    pub fn until_close(&mut self) -> Result<u16, String> {
+        loop {
+            let frame = self.next()?;
+            if frame.opcode == 8 {
+                return Ok(if frame.payload.len() >= 2 {
+                    u16::from_be_bytes([frame.payload[0], frame.payload[1]])
+                } else {
+                    1005
+                });
+            }
+        }
+    }
+}
