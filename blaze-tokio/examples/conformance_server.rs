@@ -28,6 +28,11 @@
 //! | `/deflate-uncompressed` | shared mode, but replies with `send_uncompressed` |
 //! | `/deflate-broadcast` | shared mode: every message to every client on it (compressed once) |
 //! | `/deflate-info` | shared mode: on open sends `{"compressed": bool}` |
+//! | `/guarded` | token guard: `Authorization: Bearer let-me-in` or `?token=let-me-in` → on open sends `hello USER` (`?user=`, default `guest`), then echoes; no token → 401 `missing token`; another token → 403 `bad token` |
+//! | `/small` | `max_message_size` 1 KiB: larger messages (whole or fragmented) → 1009; echo |
+//! | `/per-ip` | `max_connections_per_ip` 1 → a second connection from the address gets 429; echo |
+//! | `/rate` | rate limit 2 msg/s, burst 5, error action: excess messages are answered with `{"type":"error","error":"rate limit exceeded"}`, the connection stays; echo |
+//! | `/rate-close` | rate limit 2 msg/s, burst 5, close action: the first excess message closes with 1008; echo |
 //! | `GET /closes` | JSON list of `{path, code, reason}` from every `on_close` so far |
 //! | `GET /stats` | `{"total": N, "encodings": M, "compressions": C}` |
 //! | `POST /shutdown` | starts a graceful shutdown |
@@ -35,7 +40,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use blaze_tokio::{App, Callbacks, CompressionMode, Handler, Json, Response, Utf8Bytes, WebSocket, WsConfig};
+use blaze_tokio::{
+    guard, App, Callbacks, CompressionMode, Handler, Json, RateLimit, RateLimitAction, Response, Utf8Bytes, WebSocket,
+    WsConfig,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -43,6 +51,10 @@ struct Add {
     a: i64,
     b: i64,
 }
+
+/// Who the `/guarded` route's guard let in.
+#[derive(Clone)]
+struct User(String);
 
 struct EchoTrait;
 
@@ -188,6 +200,29 @@ async fn main() -> std::io::Result<()> {
             let _ = ws.send_json(&serde_json::json!({"compressed": ws.is_compressed()}));
         }),
     );
+    app.ws(
+        "/guarded",
+        recording(
+            &closes,
+            echo().on_open(|ws| {
+                let user = ws.local::<User>().map_or_else(|| "?".to_owned(), |u| u.0);
+                let _ = ws.send(format!("hello {user}"));
+            }),
+        ),
+    )
+    .guard(guard(|req, locals| match req.bearer_token() {
+        Some("let-me-in") => {
+            locals.insert(User(req.query("user").unwrap_or("guest").to_owned()));
+            Ok(())
+        }
+        Some(_) => Err(Response::text(403, "bad token")),
+        None => Err(Response::text(401, "missing token")),
+    }));
+    app.ws_with_config("/small", WsConfig::default().max_message_size(1024), recording(&closes, echo()));
+    app.ws_with_config("/per-ip", WsConfig::default().max_connections_per_ip(Some(1)), echo());
+    let rate = |action| WsConfig::default().rate_limit(Some(RateLimit { per_second: 2.0, burst: 5, action }));
+    app.ws_with_config("/rate", rate(RateLimitAction::ErrorMessage), recording(&closes, echo()));
+    app.ws_with_config("/rate-close", rate(RateLimitAction::Close), recording(&closes, echo()));
     {
         let closes = closes.clone();
         app.get("/closes", move |_| {

@@ -98,6 +98,13 @@ impl App {
     }
 }
 
+/// The workspace README's Rust snippets, compiled as doctests by
+/// `cargo test -p blaze-tokio --doc` (its `rust,no_run` blocks must build;
+/// `rust,ignore` marks fragments).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// Sleeps without blocking a thread.
 pub async fn delay(duration: Duration) {
     tokio::time::sleep(duration).await;

@@ -1,6 +1,12 @@
 //! A client that stops reading is cut off by its backpressure policy
 //! alone: the others keep receiving everything, and what the server
 //! queues for the slow one stays under the bound.
+//!
+//! Behaviour, not deadlines: no test here bounds how long a broadcast
+//! takes over loopback on a loaded machine (every wait is bounded only
+//! against a hang). That a slow consumer costs the others nothing in time
+//! is asserted on virtual time by the turmoil simulation
+//! `sim-tests/tests/scenarios/slow_consumer.rs`.
 
 mod common;
 
@@ -47,9 +53,16 @@ fn stalled_client(addr: std::net::SocketAddr, path: &str) -> TcpStream {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     .unwrap();
-    let mut head = [0u8; 129];
-    stream.read_exact(&mut head).unwrap(); // the 101 response, exactly
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    // The 101 response, up to its blank line and not a byte further (its
+    // length depends on the headers).
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the 101 response");
+        head.push(byte[0]);
+        assert!(head.len() < 4096, "no end of the response head");
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
     stream
 }
 
@@ -72,9 +85,12 @@ fn drain_until_close(mut stream: TcpStream) -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_client_is_closed_with_1008_while_999_others_receive_everything() {
-    // Both ends of 1,000 connections live in this process.
-    ensure_fd_limit(2 * 1000 + 100);
+async fn stalled_client_is_closed_with_1008_while_the_others_receive_everything() {
+    // 199 readers of 800 KB each: enough to show one stalled client does
+    // not hold the others back, without pushing ~800 MB through a debug
+    // build (160 MB here). Both ends of every connection live in this process.
+    const READERS: usize = 199;
+    ensure_fd_limit(2 * (READERS as u64 + 1) + 100);
     let app = App::new();
     // The stalled client reads again only after the whole broadcast, which
     // can take longer than the default close and write timeouts on a busy
@@ -90,10 +106,10 @@ async fn stalled_client_is_closed_with_1008_while_999_others_receive_everything(
 
     let stalled = blocking(move || stalled_client(addr, "/feed")).await;
     let mut readers = Vec::new();
-    for _ in 0..999 {
+    for _ in 0..READERS {
         readers.push(blaze_tokio::connect(&format!("ws://{addr}/feed")).await.unwrap());
     }
-    assert!(eventually(Duration::from_secs(5), || app.connection_count("/feed") == 1000).await);
+    assert!(eventually(Duration::from_secs(30), || app.connection_count("/feed") == READERS + 1).await);
     let stalled_id = app.connections("/feed").into_iter().map(|c| c.id).min().unwrap();
     let stalled_ws = app.connection(stalled_id).unwrap();
 
@@ -113,7 +129,6 @@ async fn stalled_client_is_closed_with_1008_while_999_others_receive_everything(
         })
         .collect();
 
-    let started = Instant::now();
     // The publisher goes as fast as the healthy readers drain (it never
     // lets their queues pass half the bound, however loaded the machine):
     // only the stalled client can hit the limit.
@@ -127,31 +142,42 @@ async fn stalled_client_is_closed_with_1008_while_999_others_receive_everything(
     let watched = stalled_ws.clone();
     let max_queued = tokio::spawn(async move {
         let mut max_queued = 0;
+        // The first message after which the stalled client was found cut off.
+        let mut cut_off_after = None;
         for i in 0..MESSAGES {
+            let waiting = Instant::now();
             while healthy.iter().map(|ws| ws.buffered_amount()).max().unwrap_or(0) > LIMIT / 2 {
+                assert!(waiting.elapsed() < Duration::from_secs(30), "a healthy reader stopped draining at message {i}");
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             broadcaster.broadcast("/feed", format!("{i}:{payload}")).unwrap();
             max_queued = max_queued.max(watched.buffered_amount());
+            if cut_off_after.is_none() && !watched.is_open() {
+                cut_off_after = Some(i);
+            }
             if i % 10 == 0 {
                 tokio::task::yield_now().await;
             }
         }
-        max_queued
+        (max_queued, cut_off_after)
     })
     .await
     .unwrap();
+    let (max_queued, cut_off_after) = max_queued;
     let mut still_open = Vec::new();
     for reader in readers {
         still_open.push(reader.await.unwrap());
     }
-    let elapsed = started.elapsed();
-    // 800 KB to each of 999 clients: far under the time a stall would cost.
-    assert!(elapsed < Duration::from_secs(15), "others slowed down: {elapsed:?}");
+    // Cut off while the broadcast was still going, and every other reader
+    // got every message, in order, all the same (each reader's waits are
+    // bounded, 20 s a message, only against a hang).
+    assert!(cut_off_after.is_some_and(|i| i + 1 < MESSAGES), "the stalled client was not cut off during the broadcast");
+    assert_eq!(still_open.len(), READERS);
     assert!(max_queued <= LIMIT + 1100, "queued {max_queued} bytes for the stalled client");
     assert!(!stalled_ws.is_open());
     assert_eq!(blocking(move || drain_until_close(stalled)).await, 1008);
-    assert!(eventually(Duration::from_secs(5), || app.connection_count("/feed") == 999).await);
+    assert!(eventually(Duration::from_secs(30), || app.connection_count("/feed") == READERS).await);
+    assert!(still_open.iter().all(|ws| ws.is_open()), "a healthy reader was closed");
     assert!(app.connection(stalled_id).is_none());
     drop(still_open);
 }

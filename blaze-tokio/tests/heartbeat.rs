@@ -1,5 +1,11 @@
 //! Heartbeats: a client that stops answering pings is closed and its
 //! `on_close` runs; one that answers stays.
+//!
+//! Over loopback these check behaviour: never closed before the sum of
+//! ping_interval and pong_timeout after the client began to connect, and
+//! upper bounds only against a hang. The exact bound (pruned within that
+//! sum) is asserted on virtual time by
+//! `sim-tests/tests/scenarios/partition.rs`.
 
 mod common;
 
@@ -27,12 +33,14 @@ async fn silent_client_is_closed_after_ping_interval_plus_pong_timeout() {
     // tungstenite answers pings only while it reads; this client never reads.
     let started = Instant::now();
     let client = blocking(move || connect(addr, "/hb")).await;
-    assert!(eventually(Duration::from_secs(3), || !closes.lock().unwrap().is_empty()).await);
+    assert!(eventually(Duration::from_secs(30), || !closes.lock().unwrap().is_empty()).await, "never closed");
     let (code, at) = closes.lock().unwrap()[0];
     assert_eq!(code, 1006, "a dead peer sends no close frame");
+    // `started` is before the client connected: no server deadline can
+    // start earlier.
     let elapsed = at - started;
-    assert!(elapsed >= Duration::from_millis(300), "closed too early: {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(1500), "closed too late: {elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(300), "closed before ping_interval + pong_timeout: {elapsed:?}");
+    assert_eq!(closes.lock().unwrap().len(), 1);
     assert_eq!(app.connection_count("/hb"), 0);
     drop(client);
 }
@@ -47,8 +55,13 @@ async fn client_answering_pings_stays_connected() {
         let mut client = connect(addr, "/hb");
         set_timeout(&client, Duration::from_millis(50));
         let mut pings = 0;
-        let end = Instant::now() + Duration::from_millis(1200);
-        while Instant::now() < end {
+        // Until the server has pinged five times and several pong timeouts
+        // (200 ms) have passed since the connection opened, however long
+        // that takes on a loaded machine (bounded only against a hang).
+        let opened = Instant::now();
+        let give_up = opened + Duration::from_secs(30);
+        while pings < 5 || opened.elapsed() < Duration::from_millis(1200) {
+            assert!(Instant::now() < give_up, "only {pings} pings in 30 s");
             match client.read() {
                 Ok(tungstenite::Message::Ping(_)) => pings += 1, // tungstenite queues the pong
                 Ok(_) => {}
@@ -61,6 +74,6 @@ async fn client_answering_pings_stays_connected() {
         (pings, seen.lock().unwrap().len())
     })
     .await;
-    assert!(pings >= 5, "expected a ping every 100 ms of silence, got {pings}");
+    assert!(pings >= 5, "expected a ping after every 100 ms of silence, got {pings}");
     assert_eq!(closed_while_connected, 0);
 }

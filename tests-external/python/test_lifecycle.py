@@ -48,13 +48,17 @@ def test_panic_closes_with_1011_and_server_survives(server):
 
 
 def test_heartbeat_drops_silent_client(server):
-    """A client that never answers pings is dropped after ping_interval
-    (200 ms) + pong_timeout (300 ms); its on_close sees 1006."""
+    """A client that never answers pings is dropped, not before
+    ping_interval (200 ms) + pong_timeout (300 ms) counted from when it
+    began to connect; its on_close sees 1006. The upper bound only guards
+    against a hang on a loaded machine: the exact bound is asserted on
+    virtual time by sim-tests/tests/scenarios/partition.rs."""
     skip = len(server.closes())
+    # Before the connection exists: no server deadline can start earlier.
+    start = time.monotonic()
     sock, rest = raw_upgrade(server.port, "/heartbeat")
     try:
-        start = time.monotonic()
-        sock.settimeout(3.0)
+        sock.settimeout(30.0)
         received = rest
         # Read (never write: no pong) until the server ends the connection.
         while True:
@@ -74,8 +78,8 @@ def test_heartbeat_drops_silent_client(server):
         sock.close()
     # The server pinged before giving up: the first frame is a ping (0x89).
     assert received[:1] == b"\x89", f"expected a ping frame first, got {received[:16]!r}"
-    assert 0.4 <= elapsed <= 1.5, f"dropped after {elapsed:.3f}s, expected ~0.5s"
-    entry = server.wait_for_close(lambda e: e["path"] == "/heartbeat", skip=skip)
+    assert elapsed >= 0.5, f"dropped after {elapsed:.3f}s, before ping_interval + pong_timeout (0.5s)"
+    entry = server.wait_for_close(lambda e: e["path"] == "/heartbeat", skip=skip, timeout=10.0)
     assert entry["code"] == 1006, entry
 
 
