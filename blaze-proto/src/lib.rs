@@ -61,7 +61,7 @@ mod registry;
 mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{BackpressurePolicy, Config, Connection, State};
+pub use connection::{deadline_after, BackpressurePolicy, Config, Connection, State};
 pub use error::{ProtocolError, UsageError};
 pub use frame::Role;
 pub use message::{CloseCause, CloseInfo, Event, Message};

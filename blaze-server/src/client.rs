@@ -152,7 +152,7 @@ pub async fn connect_with<R: Runtime, T: Transport>(
     if let Some(deflate) = &options.config.compression {
         handshake = handshake.deflate(deflate);
     }
-    let deadline = rt.now() + options.config.handshake_timeout;
+    let deadline = blaze_proto::deadline_after(rt.now(), options.config.handshake_timeout);
     let mut buf = BytesMut::with_capacity(1024);
     let response = timeout(&rt, deadline, async {
         write_all(&mut io, &handshake.request()).await?;

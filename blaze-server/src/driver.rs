@@ -32,6 +32,14 @@ const ROUNDS_PER_POLL: usize = 16;
 /// The most a read reserves ahead for a frame announced but not yet
 /// arrived (larger frames grow the buffer by doubling as they arrive).
 const MAX_READ_AHEAD: usize = 256 * 1024;
+/// Undispatched events (and the payload bytes they hold) past which the
+/// driver stops reading. Events are handed to the handler one per round
+/// while the output is over `write_buffer_size`; without this bound a
+/// client that stops reading while flooding small messages grew the queue
+/// without end (issue 10). Past it TCP pushes back on the client, and its
+/// stalled output runs into `write_timeout`.
+const MAX_BACKLOG_EVENTS: usize = 1024;
+const MAX_BACKLOG_BYTES: usize = 1 << 20;
 /// Slices per vectored write (Linux takes up to 1024; 64 covers any batch
 /// worth one syscall).
 const MAX_IOVECS: usize = 64;
@@ -228,20 +236,29 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     /// Reads once and hands the core every complete frame the read holds.
     /// Returns whether anything was read.
     fn read(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
-        if self.read_closed || self.inbox_full() {
+        if self.read_closed {
             return false;
         }
-        if self.ws.shared.lock().conn.input_paused() {
-            // The core stopped at its inflation budget with frames left in
-            // the buffer: take them before reading more.
-            self.ws.shared.lock().conn.handle_read(&mut self.read_buf, now);
-            return true;
-        }
-        // A frame whose header is in says how much more it needs: room for
-        // all of it (up to MAX_READ_AHEAD) is made at once. Growing by
-        // read_buffer_size instead regrew, and recopied, the buffer every
-        // few KiB of a large frame: ~10% of the CPU of 64 KiB echoes.
-        let needed = self.ws.shared.lock().conn.read_hint(self.read_buf.len()).unwrap_or(0).min(MAX_READ_AHEAD);
+        let needed = {
+            // One lock for every question the read asks of the connection.
+            let mut inner = self.ws.shared.lock();
+            let inbox_full = inner.inbox.as_ref().is_some_and(|i| i.queue.len() >= INBOX_LIMIT);
+            let (events, bytes) = inner.conn.backlog();
+            if inbox_full || events >= MAX_BACKLOG_EVENTS || bytes >= MAX_BACKLOG_BYTES {
+                return false;
+            }
+            if inner.conn.input_paused() {
+                // The core stopped at its inflation budget with frames left
+                // in the buffer: take them before reading more.
+                inner.conn.handle_read(&mut self.read_buf, now);
+                return true;
+            }
+            // A frame whose header is in says how much more it needs: room
+            // for all of it (up to MAX_READ_AHEAD) is made at once. Growing
+            // by read_buffer_size instead regrew, and recopied, the buffer
+            // every few KiB of a large frame: ~10% of the CPU of 64 KiB echoes.
+            inner.conn.read_hint(self.read_buf.len()).unwrap_or(0).min(MAX_READ_AHEAD)
+        };
         if self.read_buf.capacity() - self.read_buf.len() < needed.max(self.limits.read_buffer_size / 2) {
             self.read_buf.reserve(needed.max(self.limits.read_buffer_size));
         }
@@ -264,10 +281,6 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                 false
             }
         }
-    }
-
-    fn inbox_full(&self) -> bool {
-        self.ws.shared.lock().inbox.as_ref().is_some_and(|i| i.queue.len() >= INBOX_LIMIT)
     }
 
     /// Hands pending events to the handler one at a time, outside the lock
@@ -393,9 +406,10 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     }
 
     fn driver_deadline(&self) -> Option<Instant> {
-        let read = self.limits.read_timeout.filter(|_| !self.read_closed).map(|t| self.last_read + t);
-        let write = self.write_stalled_since.zip(self.limits.write_timeout).map(|(since, t)| since + t);
-        let flush = self.closed_at.map(|at| at + self.limits.close_timeout);
+        // checked_add: a configured Duration::MAX means "never", not a panic.
+        let read = self.limits.read_timeout.filter(|_| !self.read_closed).and_then(|t| self.last_read.checked_add(t));
+        let write = self.write_stalled_since.zip(self.limits.write_timeout).and_then(|(since, t)| since.checked_add(t));
+        let flush = self.closed_at.and_then(|at| at.checked_add(self.limits.close_timeout));
         [read, write, flush].into_iter().flatten().min()
     }
 

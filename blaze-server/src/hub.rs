@@ -3,7 +3,7 @@
 //! the same bytes are queued on every receiver.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -11,6 +11,7 @@ use blaze_proto::{ConnId, PreparedMessage, Registry};
 
 use crate::error::SendError;
 use crate::outgoing::IntoPrepared;
+use crate::router::normalize_path;
 use crate::socket::{ConnShared, WebSocket};
 
 /// A connection as listed by [`crate::App::connections`].
@@ -20,7 +21,8 @@ pub struct ConnectionSummary {
     pub id: ConnId,
     /// The peer's address.
     pub remote_addr: Option<SocketAddr>,
-    /// The request path.
+    /// The request path, normalized as routing saw it (repeated and
+    /// trailing slashes removed, not percent-decoded).
     pub path: String,
 }
 
@@ -29,7 +31,8 @@ pub(crate) struct Hub {
     registry: Mutex<Registry<Arc<ConnShared>>>,
     /// Live connections per route pattern (for `max_connections`).
     per_route: Mutex<HashMap<String, usize>>,
-    /// Live connections per route pattern and client IP (for `max_connections_per_ip`).
+    /// Live connections per route pattern and client key ([`ip_key`]; for
+    /// `max_connections_per_ip`).
     per_ip: Mutex<HashMap<(String, IpAddr), usize>>,
     encodings: AtomicU64,
     compressions: AtomicU64,
@@ -38,6 +41,46 @@ pub(crate) struct Hub {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How many leading bits of an IPv6 address make one client for
+/// `max_connections_per_ip`. A /64 is the smallest prefix a site is
+/// normally given (one LAN, one SLAAC subnet), so a single host can take
+/// as many addresses from it as it likes; counting per address would let
+/// it walk straight past the limit.
+///
+/// A constant for now: making it configurable needs a `WsConfig` field,
+/// which belongs in `config.rs`.
+pub(crate) const IPV6_PREFIX_LEN: u8 = 64;
+
+/// The key a client's address is counted under by `max_connections_per_ip`:
+///
+/// * an IPv4 address is itself;
+/// * an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`, what a dual-stack
+///   `[::]` listener reports for an IPv4 client) is the IPv4 address, so
+///   the same client counts once whichever socket family it arrived on;
+/// * any other IPv6 address is its /[`IPV6_PREFIX_LEN`] network (the
+///   remaining bits zeroed), so every address in one /64 shares one count.
+///
+/// The key is only for counting: `ws.remote_addr()` and
+/// `Request::remote_addr` still report the peer's address as accepted.
+/// Connections without a remote address (a transport that has none, such
+/// as a Unix socket) are not counted per IP at all: `max_connections_per_ip`
+/// never rejects them, though `max_connections` still does. Behind a
+/// reverse proxy every client has the proxy's address, so they all share
+/// one count; forwarded-for headers are not consulted.
+pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6);
+                let mask = u128::MAX.checked_shl(128 - u32::from(IPV6_PREFIX_LEN)).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(bits & mask))
+            }
+        },
+    }
 }
 
 /// Why a connection could not be admitted.
@@ -51,7 +94,10 @@ impl Hub {
         ConnId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
-    /// Counts a new connection against its route's limits.
+    /// Counts a new connection against its route's limits. `ip` is the
+    /// peer's address as accepted; it is counted under [`ip_key`] (mapped
+    /// IPv4 as IPv4, IPv6 by /64). With no address (`None`) only the
+    /// route's `max_connections` applies.
     pub(crate) fn admit(
         &self,
         route: &str,
@@ -66,7 +112,7 @@ impl Hub {
         }
         if let Some(ip) = ip {
             let mut per_ip = lock(&self.per_ip);
-            let key = (route.to_owned(), ip);
+            let key = (route.to_owned(), ip_key(ip));
             let ip_count = per_ip.get(&key).copied().unwrap_or(0);
             if max_ip.is_some_and(|max| ip_count >= max) {
                 return Err(AdmitError::IpFull);
@@ -88,7 +134,7 @@ impl Hub {
         }
         if let Some(ip) = ip {
             let mut per_ip = lock(&self.per_ip);
-            let key = (route.to_owned(), ip);
+            let key = (route.to_owned(), ip_key(ip));
             if let Some(count) = per_ip.get_mut(&key) {
                 *count -= 1;
                 if *count == 0 {
@@ -99,7 +145,8 @@ impl Hub {
     }
 
     pub(crate) fn register(&self, shared: Arc<ConnShared>) {
-        let path = shared.info.path.clone();
+        // Already normalized by the HTTP phase; normalizing again is free then.
+        let path = normalize_path(&shared.info.path).into_owned();
         lock(&self.registry).insert(shared.id, &path, shared);
     }
 
@@ -125,16 +172,18 @@ impl Hub {
         Ok(prepared)
     }
 
-    /// Queues `message` on every connection on `path` (but `except`).
+    /// Queues `message` on every connection on `path` (but `except`);
+    /// `path` is normalized like request paths (`/chat/` is `/chat`).
     pub(crate) fn broadcast(
         &self,
         path: &str,
         message: impl IntoPrepared,
         except: Option<ConnId>,
     ) -> Result<usize, SendError> {
+        let path = normalize_path(path);
         let prepared = self.prepare(message)?;
         let registry = lock(&self.registry);
-        let sent = deliver(registry.path_members(path), &prepared, except);
+        let sent = deliver(registry.path_members(&path), &prepared, except);
         self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
         Ok(sent)
     }
@@ -168,8 +217,9 @@ impl Hub {
         lock(&self.registry).get(id).map(|s| WebSocket { shared: s.clone() })
     }
 
+    /// Live connections on `path`, normalized like request paths.
     pub(crate) fn connection_count(&self, path: &str) -> usize {
-        lock(&self.registry).path_count(path)
+        lock(&self.registry).path_count(&normalize_path(path))
     }
 
     pub(crate) fn total(&self) -> usize {
@@ -182,7 +232,7 @@ impl Hub {
 
     pub(crate) fn connections(&self, path: &str) -> Vec<ConnectionSummary> {
         lock(&self.registry)
-            .path_members(path)
+            .path_members(&normalize_path(path))
             .map(|(id, s)| ConnectionSummary { id, remote_addr: s.info.remote_addr, path: s.info.path.clone() })
             .collect()
     }
@@ -204,4 +254,61 @@ fn deliver<'a>(
     except: Option<ConnId>,
 ) -> usize {
     members.filter(|(id, _)| Some(*id) != except).filter(|(_, s)| s.send_prepared(prepared).is_ok()).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_is_its_own_key() {
+        assert_eq!(ip_key(ip("1.2.3.4")), ip("1.2.3.4"));
+        assert_ne!(ip_key(ip("1.2.3.4")), ip_key(ip("1.2.3.5")));
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_counts_as_ipv4() {
+        assert_eq!(ip_key(ip("::ffff:1.2.3.4")), ip("1.2.3.4"));
+        assert_eq!(ip_key(ip("::ffff:127.0.0.1")), ip_key(ip("127.0.0.1")));
+        // IPv4-compatible (deprecated, `::1.2.3.4`) is not mapped: an IPv6 /64.
+        assert_eq!(ip_key(ip("::1.2.3.4")), ip("::"));
+    }
+
+    #[test]
+    fn ipv6_in_one_slash_64_share_a_key() {
+        assert_eq!(ip_key(ip("2001:db8:1:2::1")), ip_key(ip("2001:db8:1:2:ffff:eeee:dddd:cccc")));
+        assert_eq!(ip_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(ip_key(ip("::1")), ip("::"));
+    }
+
+    #[test]
+    fn ipv6_in_different_slash_64s_do_not() {
+        assert_ne!(ip_key(ip("2001:db8:1:2::1")), ip_key(ip("2001:db8:1:3::1")));
+        assert_ne!(ip_key(ip("2001:db8:1:2::1")), ip_key(ip("2001:db9:1:2::1")));
+    }
+
+    #[test]
+    fn admit_counts_mapped_and_plain_ipv4_together() {
+        let hub = Hub::default();
+        assert!(hub.admit("/r", Some(ip("127.0.0.1")), None, Some(1)).is_ok());
+        assert!(matches!(hub.admit("/r", Some(ip("::ffff:127.0.0.1")), None, Some(1)), Err(AdmitError::IpFull)));
+        hub.release("/r", Some(ip("::ffff:127.0.0.1")));
+        assert!(hub.admit("/r", Some(ip("::ffff:127.0.0.1")), None, Some(1)).is_ok());
+        assert!(hub.admit("/r", Some(ip("2001:db8::1")), None, Some(1)).is_ok());
+        assert!(matches!(hub.admit("/r", Some(ip("2001:db8::2")), None, Some(1)), Err(AdmitError::IpFull)));
+        assert!(hub.admit("/r", Some(ip("2001:db8:0:1::1")), None, Some(1)).is_ok());
+    }
+
+    #[test]
+    fn no_address_is_not_counted_per_ip() {
+        let hub = Hub::default();
+        for _ in 0..3 {
+            assert!(hub.admit("/r", None, None, Some(1)).is_ok());
+        }
+        assert!(matches!(hub.admit("/r", None, Some(3), Some(1)), Err(AdmitError::RouteFull)));
+    }
 }

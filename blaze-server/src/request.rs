@@ -18,7 +18,13 @@ pub type Response = HttpResponse;
 pub struct Request {
     /// The method (`GET`).
     pub method: String,
-    /// The path, without the query string.
+    /// The path, without the query string, normalized exactly as routing
+    /// saw it: repeated slashes collapsed, a trailing slash dropped (`/`
+    /// stays `/`), never percent-decoded (`/ch%61t` is not `/chat`). A
+    /// WebSocket connection is registered under this same path, so it is
+    /// what `ws.path()` returns and what `App::broadcast(path)` and
+    /// `App::connection_count(path)` look up (they normalize their argument
+    /// the same way).
     pub path: String,
     /// Path parameters captured by the route (`:room_id`).
     pub params: Vec<(String, String)>,
@@ -26,7 +32,12 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     /// Headers, names lowercased.
     pub headers: Vec<(String, String)>,
-    /// The client's address.
+    /// The client's address, as accepted (an IPv4 client of a dual-stack
+    /// `[::]` listener shows as `::ffff:a.b.c.d`). `max_connections_per_ip`
+    /// counts IPv4-mapped addresses as their IPv4 address and other IPv6
+    /// addresses by their /64; a connection with no address (`None`, e.g. a
+    /// Unix socket) is never limited per IP, only by `max_connections`.
+    /// Behind a proxy this is the proxy's address.
     pub remote_addr: Option<SocketAddr>,
     /// The server's address.
     pub local_addr: Option<SocketAddr>,

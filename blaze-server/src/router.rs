@@ -1,4 +1,8 @@
-//! Route patterns with `:param` segments and a trailing `*wildcard`.
+//! Route patterns with `:param` segments and a trailing `*wildcard`, and
+//! the one normalisation of request paths ([`normalize_path`]) that
+//! routing, guards, the registry and the connection counts all share.
+
+use std::borrow::Cow;
 
 /// A compiled route pattern such as `/game/:room_id` or `/files/*path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,9 +33,12 @@ impl Pattern {
         Pattern { raw: normalize(raw), segments }
     }
 
-    /// The pattern as written, normalized (`/game/:room_id`). Connections
-    /// are registered under it, so a broadcast to `/game/:room_id` reaches
-    /// every room; rooms are topics.
+    /// The pattern as written, normalized (`/game/:room_id`). The route's
+    /// `max_connections` and `max_connections_per_ip` count under it (every
+    /// room of `/game/:room_id` together). Connections themselves are
+    /// registered under their normalized request path ([`normalize_path`]),
+    /// which for a route without parameters is this same string, so there
+    /// `max_connections` and `App::connection_count` count the same set.
     pub(crate) fn as_str(&self) -> &str {
         &self.raw
     }
@@ -75,6 +82,32 @@ fn normalize(path: &str) -> String {
     format!("/{}", joined.join("/"))
 }
 
+/// The one form of a request path that decides everything after the
+/// request line: which route matches, what guards see as
+/// [`crate::Request::path`], what [`crate::WebSocket::path`] returns, and
+/// the registry key that `App::broadcast(path)`, `App::connection_count`
+/// and `App::connections` look up (they normalize their argument the same
+/// way). It is exactly what [`Pattern::matches`] already ignores:
+///
+/// * repeated slashes collapse (`//chat` and `/a//b` are `/chat`, `/a/b`);
+/// * a trailing slash is dropped (`/chat/` is `/chat`; `/` stays `/`);
+/// * a leading slash is added if missing.
+///
+/// Nothing else changes. In particular the path is **not**
+/// percent-decoded: `/ch%61t` is not `/chat` (the router compares literal
+/// segments undecoded, so it is a 404 on a `/chat` route), because decoding
+/// before splitting would let `%2F` forge segment boundaries. Only captured
+/// parameters are decoded (`ws.param`). Dot segments (`.`, `..`) are kept
+/// as literal segments too; the router never resolves them either.
+pub(crate) fn normalize_path(path: &str) -> Cow<'_, str> {
+    let already = path.starts_with('/') && !path.contains("//") && (path.len() == 1 || !path.ends_with('/'));
+    if already {
+        Cow::Borrowed(path)
+    } else {
+        Cow::Owned(normalize(path))
+    }
+}
+
 fn decode(segment: &str) -> String {
     // Reuse the query decoder's rules, but `+` is literal in paths.
     let escaped = segment.replace('+', "%2B");
@@ -116,6 +149,33 @@ mod tests {
         assert_eq!(join("", "/"), "/");
         assert!(Pattern::parse("/chat/").matches("/chat").is_some());
         assert!(Pattern::parse("/").matches("/").is_some());
+    }
+
+    #[test]
+    fn request_paths_normalize_like_the_router_matches() {
+        for raw in ["/chat", "/chat/", "//chat", "/chat//", "///chat///", "chat"] {
+            assert_eq!(normalize_path(raw), "/chat", "{raw}");
+            assert!(Pattern::parse("/chat").matches(raw).is_some(), "{raw}");
+        }
+        assert_eq!(normalize_path("/a//b/"), "/a/b");
+        assert_eq!(normalize_path("/"), "/");
+        assert_eq!(normalize_path("//"), "/");
+        assert_eq!(normalize_path(""), "/");
+        assert!(matches!(normalize_path("/a/b"), Cow::Borrowed(_)));
+        assert!(matches!(normalize_path("/"), Cow::Borrowed(_)));
+        // The normalized path of a static route is its pattern's key.
+        assert_eq!(normalize_path("//api//v1/feed/"), Pattern::parse("/api/v1/feed").as_str());
+    }
+
+    #[test]
+    fn request_paths_are_not_percent_decoded() {
+        assert_eq!(normalize_path("/ch%61t"), "/ch%61t");
+        assert_eq!(normalize_path("/a%2Fb"), "/a%2Fb");
+        assert!(Pattern::parse("/chat").matches("/ch%61t").is_none());
+        assert!(Pattern::parse("/a/b").matches("/a%2Fb").is_none());
+        // Dot segments stay literal, as the router treats them.
+        assert_eq!(normalize_path("/chat/."), "/chat/.");
+        assert!(Pattern::parse("/chat").matches("/chat/.").is_none());
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl App {
         for ws in self.inner.hub.all() {
             let _ = ws.close(CloseCode::GOING_AWAY, "server shutting down");
         }
-        let deadline = rt.now() + drain_timeout;
+        let deadline = blaze_proto::deadline_after(rt.now(), drain_timeout);
         while tasks.0.load(Ordering::SeqCst) > 0 && rt.now() < deadline {
             rt.sleep_until(rt.now() + Duration::from_millis(5)).await;
         }
@@ -135,11 +135,14 @@ async fn handle_connection<R: Runtime, T: Transport>(
     };
     let is_upgrade = request.header_all("upgrade").any(|v| v.to_ascii_lowercase().contains("websocket"));
     let routes = app.read_routes();
+    // One normalized path decides routing here and, through `to_request`,
+    // what guards, the registry and the counts see (router::normalize_path).
+    let path = crate::router::normalize_path(&request.path).into_owned();
     let mut path_matched = false;
     let mut ws_route = None;
     let mut http_route = None;
     for route in &routes {
-        let Some(params) = route.pattern.matches(&request.path) else { continue };
+        let Some(params) = route.pattern.matches(&path) else { continue };
         path_matched = true;
         match &route.kind {
             RouteKind::Ws { .. } if ws_route.is_none() => ws_route = Some((route.clone(), params)),
@@ -173,7 +176,9 @@ struct Ctx {
 fn to_request(http: &HttpRequest, params: Vec<(String, String)>, ctx: Ctx, body: Bytes) -> Request {
     Request {
         method: http.method.clone(),
-        path: http.path.clone(),
+        // The same normalization routing used: guards see it, and the
+        // connection is registered under it (`ws.path()`, broadcasts, counts).
+        path: crate::router::normalize_path(&http.path).into_owned(),
         params,
         query: http.query_pairs().collect(),
         headers: http.headers.clone(),
@@ -202,16 +207,32 @@ async fn upgrade<R: Runtime, T: Transport>(
         Ok(upgrade) => upgrade,
         Err(err) => return respond_and_close(&rt, &mut io, err.to_response()).await,
     };
+    // A panicking origin check or guard answers 500 and ends only this
+    // request; the server goes on (as for HTTP handlers).
+    fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+        let text = panic.downcast_ref::<&str>().copied();
+        text.or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("<non-string panic>")
+    }
     if let Some(check) = &config.check_origin {
-        if !check(&upgrade.request) {
-            return respond_and_close(&rt, &mut io, Response::text(403, "origin not allowed")).await;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&upgrade.request))) {
+            Ok(true) => {}
+            Ok(false) => return respond_and_close(&rt, &mut io, Response::text(403, "origin not allowed")).await,
+            Err(panic) => {
+                tracing::error!(path = %upgrade.request.path, panic = panic_message(&*panic), "check_origin panicked");
+                return respond_and_close(&rt, &mut io, Response::text(500, "internal server error")).await;
+            }
         }
     }
     let request = to_request(&upgrade.request, params, ctx, Bytes::new());
     let mut locals = Extensions::new();
     for guard in &route.guards {
-        if let Err(response) = guard(&request, &mut locals) {
-            return respond_and_close(&rt, &mut io, response).await;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guard(&request, &mut locals))) {
+            Ok(Ok(())) => {}
+            Ok(Err(response)) => return respond_and_close(&rt, &mut io, response).await,
+            Err(panic) => {
+                tracing::error!(path = %request.path, panic = panic_message(&*panic), "guard panicked");
+                return respond_and_close(&rt, &mut io, Response::text(500, "internal server error")).await;
+            }
         }
     }
     let hub = app.inner.hub.clone();
@@ -352,8 +373,14 @@ async fn serve_http<R: Runtime, T: Transport>(
     let body = buf.split_to(length).freeze();
     let request = to_request(&request, params, ctx, body);
     for guard in &route.guards {
-        if let Err(response) = guard(&request, &mut Extensions::new()) {
-            return respond_and_close(rt, &mut io, response).await;
+        // A panicking guard is a 500, as a panicking handler is.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guard(&request, &mut Extensions::new()))) {
+            Ok(Ok(())) => {}
+            Ok(Err(response)) => return respond_and_close(rt, &mut io, response).await,
+            Err(_) => {
+                tracing::error!(path = %request.path, "guard panicked");
+                return respond_and_close(rt, &mut io, Response::text(500, "internal server error")).await;
+            }
         }
     }
     let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&request)))

@@ -22,6 +22,8 @@ use crate::message::{CloseCause, CloseInfo, Event, Message};
 use crate::prepared::PreparedMessage;
 use assemble::Assembler;
 use outbound::{Outbound, COPY_THRESHOLD};
+pub(crate) use timer::far_future;
+pub use timer::deadline_after;
 use timer::{Timer, TimerTable};
 
 /// Bytes a single [`Connection::handle_read`] may inflate before it stops
@@ -121,6 +123,8 @@ pub struct Connection {
     /// The last `handle_read` stopped at its inflation budget with
     /// complete frames left in the buffer.
     input_paused: bool,
+    /// Payload bytes held by the events not yet taken.
+    event_bytes: usize,
 }
 
 impl Connection {
@@ -143,6 +147,7 @@ impl Connection {
             deflate: None,
             failure: None,
             input_paused: false,
+            event_bytes: 0,
             config,
         };
         connection.on_inbound_activity(now);
@@ -303,7 +308,7 @@ impl Connection {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
         if std::mem::take(&mut self.close_timer_unarmed) && self.state == State::Closing {
-            self.timers.set(Timer::CloseHandshake, now + self.config.close_timeout);
+            self.timers.set_after(Timer::CloseHandshake, now, self.config.close_timeout);
         }
         let due: Vec<Timer> = self.timers.expired(now).collect();
         for timer in due {
@@ -320,7 +325,7 @@ impl Connection {
             match timer {
                 Timer::Ping => {
                     self.queue_control(OpCode::Ping, &[]);
-                    self.timers.set(Timer::PongDeadline, now + self.config.pong_timeout);
+                    self.timers.set_after(Timer::PongDeadline, now, self.config.pong_timeout);
                 }
                 Timer::PongDeadline => {
                     self.finish(CloseCode::ABNORMAL, "pong timeout".into(), CloseCause::PongTimeout)
@@ -359,12 +364,26 @@ impl Connection {
     /// The next event, in the order they happened.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        if let Some(event) = self.events.pop_front() {
-            return Some(event);
+        if self.events.is_empty() {
+            // Every event before the protocol error is taken: now fail.
+            self.apply_failure();
         }
-        // Every event before the protocol error is taken: now fail.
-        self.apply_failure();
-        self.events.pop_front()
+        let event = self.events.pop_front()?;
+        self.event_bytes -= event_payload_len(&event);
+        Some(event)
+    }
+
+    /// Events not yet taken with [`Connection::poll_event`], and the payload
+    /// bytes they hold. A driver stops reading while this is over its bound,
+    /// so a peer whose handler cannot keep up is slowed by TCP instead of
+    /// growing the queue.
+    pub fn backlog(&self) -> (usize, usize) {
+        (self.events.len(), self.event_bytes)
+    }
+
+    fn push_event(&mut self, event: Event) {
+        self.event_bytes += event_payload_len(&event);
+        self.events.push_back(event);
     }
 
     // ---- output ------------------------------------------------------
@@ -567,7 +586,7 @@ impl Connection {
             return Ok(());
         }
         self.start_close(CloseFrame { code, reason: reason.to_owned() });
-        self.timers.set(Timer::CloseHandshake, now + self.config.close_timeout);
+        self.timers.set_after(Timer::CloseHandshake, now, self.config.close_timeout);
         Ok(())
     }
 
@@ -592,14 +611,14 @@ impl Connection {
                 if auto_pong && self.check_can_send(frame.payload.len()).is_ok() {
                     self.queue_control(OpCode::Pong, &frame.payload);
                 }
-                self.events.push_back(Event::Ping(frame.payload));
+                self.push_event(Event::Ping(frame.payload));
             }
-            OpCode::Pong => self.events.push_back(Event::Pong(frame.payload)),
+            OpCode::Pong => self.push_event(Event::Pong(frame.payload)),
             OpCode::Close => self.on_close_frame(&frame.payload),
             _ => match self.assembler.push(frame, taken) {
                 Ok(Some(message)) if self.state == State::Open => {
                     self.touch_idle(now);
-                    self.events.push_back(Event::Message(message));
+                    self.push_event(Event::Message(message));
                 }
                 // §1.4: after our close frame, data still in flight is dropped.
                 Ok(_) => {}
@@ -665,14 +684,14 @@ impl Connection {
     fn on_inbound_activity(&mut self, now: Instant) {
         self.timers.stop(Timer::PongDeadline);
         if let (Some(interval), State::Open) = (self.config.ping_interval, self.state) {
-            self.timers.set(Timer::Ping, now + interval);
+            self.timers.set_after(Timer::Ping, now, interval);
         }
     }
 
     fn touch_idle(&mut self, now: Instant) {
         self.sent_since_idle_arm = false;
         if let (Some(idle), State::Open) = (self.config.idle_timeout, self.state) {
-            self.timers.set(Timer::Idle, now + idle);
+            self.timers.set_after(Timer::Idle, now, idle);
         }
     }
 
@@ -685,5 +704,56 @@ fn opcode_of(message: &Message) -> OpCode {
     match message {
         Message::Text(_) => OpCode::Text,
         Message::Binary(_) => OpCode::Binary,
+    }
+}
+
+/// The payload bytes an event holds (what a backlog of them costs).
+fn event_payload_len(event: &Event) -> usize {
+    match event {
+        Event::Message(message) => message.len(),
+        Event::Ping(payload) | Event::Pong(payload) => payload.len(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod instant_overflow_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Every deadline at `Duration::MAX`: arming one must not overflow
+    /// `Instant` (it panicked, skipping the close); none ever fires.
+    #[test]
+    fn durations_near_max_mean_never_and_do_not_panic() {
+        let config = Config::default()
+            .ping_interval(Some(Duration::MAX))
+            .pong_timeout(Duration::MAX)
+            .close_timeout(Duration::MAX)
+            .idle_timeout(Some(Duration::MAX));
+        let now = Instant::now();
+        let mut server = Connection::new(Role::Server, config.clone(), now);
+        let mut client = Connection::new(Role::Client, config, now);
+        assert_eq!(server.poll_timeout(), None);
+        client.send(Message::text("hi")).unwrap();
+        let mut wire = BytesMut::from(client.transmit_bytes());
+        client.advance_transmit(wire.len());
+        let later = now + Duration::from_secs(3600);
+        server.handle_read(&mut wire, later);
+        assert_eq!(server.poll_event(), Some(Event::Message(Message::text("hi"))));
+        server.handle_timeout(later + Duration::from_secs(1 << 30));
+        assert!(server.is_open());
+        server.close(CloseCode::NORMAL, "bye", later).unwrap();
+        assert_eq!(server.poll_timeout(), None);
+        // The peer answers: closed normally, once.
+        let mut wire = BytesMut::from(server.transmit_bytes());
+        server.advance_transmit(wire.len());
+        client.handle_read(&mut wire, later);
+        while client.poll_event().is_some() {}
+        let mut wire = BytesMut::from(client.transmit_bytes());
+        client.advance_transmit(wire.len());
+        server.handle_read(&mut wire, later);
+        let closed: Vec<Event> = std::iter::from_fn(|| server.poll_event()).collect();
+        assert!(matches!(closed.as_slice(), [Event::Closed(info)] if info.code == CloseCode::NORMAL), "{closed:?}");
     }
 }

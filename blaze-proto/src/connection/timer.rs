@@ -1,7 +1,32 @@
 //! The connection's deadlines: a small table indexed by [`Timer`], whose
 //! earliest entry is what `poll_timeout` reports.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// A date decades after `now` that `Instant` can hold: what a deadline
+/// that overflows `Instant` ("never") is reported as where an `Instant`
+/// is required. Runtimes clamp such far sleeps to their own maximum.
+pub(crate) fn far_future(now: Instant) -> Instant {
+    const YEAR: u64 = 365 * 24 * 3600;
+    [100 * YEAR, 30 * YEAR, YEAR, 24 * 3600]
+        .into_iter()
+        .find_map(|secs| now.checked_add(Duration::from_secs(secs)))
+        .unwrap_or(now)
+}
+
+/// `now + after`, or, where that overflows `Instant` (a configured
+/// `Duration::MAX` means "never"), a date decades away: for drivers that
+/// need an `Instant` for every deadline.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let now = Instant::now();
+/// assert_eq!(blaze_proto::deadline_after(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+/// assert!(blaze_proto::deadline_after(now, Duration::MAX) > now + Duration::from_secs(86_400));
+/// ```
+pub fn deadline_after(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after).unwrap_or_else(|| far_future(now))
+}
 
 /// One kind of deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +61,16 @@ impl TimerTable {
         self.deadlines[timer.index()] = Some(at);
     }
 
+    /// Arms `timer` for `after` past `now`. A duration too large for
+    /// `Instant` (a configured `Duration::MAX`) means "never": the timer
+    /// is left stopped instead of panicking on overflow.
+    pub(crate) fn set_after(&mut self, timer: Timer, now: Instant, after: Duration) {
+        match now.checked_add(after) {
+            Some(at) => self.set(timer, at),
+            None => self.stop(timer),
+        }
+    }
+
     pub(crate) fn stop(&mut self, timer: Timer) {
         self.deadlines[timer.index()] = None;
     }
@@ -59,5 +94,28 @@ impl TimerTable {
             Timer::ALL.iter().filter_map(|&t| self.get(t).filter(|&at| at <= now).map(|at| (at, t))).collect();
         due.sort_by_key(|(at, _)| *at);
         due.into_iter().map(|(_, t)| t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_past_instants_range_is_never() {
+        let now = Instant::now();
+        let mut timers = TimerTable::default();
+        timers.set_after(Timer::Idle, now, Duration::from_secs(1));
+        assert_eq!(timers.get(Timer::Idle), Some(now + Duration::from_secs(1)));
+        timers.set_after(Timer::Idle, now, Duration::MAX);
+        assert_eq!(timers.get(Timer::Idle), None);
+        timers.set_after(Timer::Ping, now, Duration::MAX);
+        assert_eq!(timers.next(), None);
+    }
+
+    #[test]
+    fn far_future_is_far_and_representable() {
+        let now = Instant::now();
+        assert!(far_future(now) >= now + Duration::from_secs(24 * 3600));
     }
 }

@@ -106,9 +106,16 @@ impl HttpResponse {
         HttpResponse { status, headers: vec![("Content-Type".into(), content_type.into())], body: body.into() }
     }
 
-    /// Adds a header.
+    /// Adds a header. A name or value holding CR or LF is refused: the
+    /// header is left out, whole (stripping the line breaks could still
+    /// splice attacker text into a value; leaving it out cannot inject a
+    /// header or end the head early). [`HttpResponse::to_bytes`] applies
+    /// the same rule to headers pushed straight into `headers`.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> HttpResponse {
-        self.headers.push((name.into(), value.into()));
+        let (name, value) = (name.into(), value.into());
+        if is_safe_header(&name, &value) {
+            self.headers.push((name, value));
+        }
         self
     }
 
@@ -143,7 +150,9 @@ impl HttpResponse {
         let mut out = BytesMut::with_capacity(64 + headers + self.body.len());
         // Formatting straight into the output: no intermediate String.
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, self.reason());
-        for (name, value) in &self.headers {
+        // A header with CR or LF (pushed into `headers` directly, say by a
+        // guard) is left out: it could inject headers or a body.
+        for (name, value) in self.headers.iter().filter(|(n, v)| is_safe_header(n, v)) {
             let _ = write!(out, "{name}: {value}\r\n");
         }
         if self.status != 101 {
@@ -153,6 +162,12 @@ impl HttpResponse {
         out.put_slice(&self.body);
         out.freeze()
     }
+}
+
+/// Whether a header can be written as one line: no CR or LF in its name
+/// or value (response splitting, RFC 9110 §5.5).
+fn is_safe_header(name: &str, value: &str) -> bool {
+    !name.is_empty() && !name.bytes().chain(value.bytes()).any(|b| b == b'\r' || b == b'\n')
 }
 
 #[cfg(test)]
@@ -188,5 +203,26 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"));
         assert!(text.contains("Content-Length: 8\r\n"));
         assert!(text.ends_with("\r\n\r\nno route"));
+    }
+
+    #[test]
+    fn headers_with_cr_or_lf_are_refused_not_injected() {
+        let response = HttpResponse::text(401, "no")
+            .header("X-Ok", "fine")
+            .header("X-Bad", "a\r\nSet-Cookie: session=evil")
+            .header("X-Lf", "a\nb")
+            .header("X-Cr", "a\rb")
+            .header("X-Evil\r\nSet-Cookie", "x");
+        assert_eq!(response.headers.len(), 2, "{:?}", response.headers);
+        let mut pushed = response.clone();
+        pushed.headers.push(("Location".into(), "/\r\n\r\n<script>".into()));
+        for r in [response, pushed] {
+            let bytes = r.to_bytes();
+            let text = std::str::from_utf8(&bytes).unwrap();
+            assert!(text.contains("X-Ok: fine\r\n"));
+            assert!(!text.contains("Set-Cookie") && !text.contains("Location") && !text.contains("<script>"), "{text}");
+            assert!(text.ends_with("\r\n\r\nno"));
+            assert_eq!(text.matches("\r\n\r\n").count(), 1);
+        }
     }
 }

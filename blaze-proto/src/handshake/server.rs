@@ -86,6 +86,16 @@ pub enum HandshakeError {
     /// §4.2.1 (6): `Sec-WebSocket-Version` is not 13.
     #[error("unsupported Sec-WebSocket-Version")]
     UnsupportedVersion,
+    /// `Host`, `Sec-WebSocket-Key` or `Sec-WebSocket-Version` sent more
+    /// than once: which one counts could differ between a proxy in front
+    /// of us and us (request smuggling). 400.
+    #[error("duplicate {0} header")]
+    DuplicateHeader(&'static str),
+    /// `Content-Length` or `Transfer-Encoding` on an upgrade request: a
+    /// GET upgrade has no body, and one a proxy would forward as a body
+    /// we would read as WebSocket frames (request smuggling). 400.
+    #[error("{0} not allowed on an upgrade request")]
+    BodyNotAllowed(&'static str),
 }
 
 impl HandshakeError {
@@ -134,23 +144,29 @@ impl HandshakeError {
 #[derive(Debug, Clone)]
 pub struct RequestReader {
     limits: HandshakeLimits,
-    deadline: Instant,
+    /// `None`: the timeout overflows `Instant`, there is no deadline.
+    deadline: Option<Instant>,
+    start: Instant,
 }
 
 impl RequestReader {
     /// Starts reading a request on a connection accepted at `now`.
     pub fn new(limits: HandshakeLimits, now: Instant) -> RequestReader {
-        RequestReader { limits, deadline: now + limits.timeout }
+        // A timeout too large for `Instant` (`Duration::MAX`) means "never".
+        RequestReader { limits, deadline: now.checked_add(limits.timeout), start: now }
     }
 
-    /// When the request must be complete.
+    /// When the request must be complete. With a timeout too large to add
+    /// to `now` (no deadline), a date decades away, which never fires in
+    /// practice and which a runtime's timer can still hold.
     pub fn poll_timeout(&self) -> Instant {
-        self.deadline
+        self.deadline.unwrap_or_else(|| crate::connection::far_future(self.start))
     }
 
-    /// Checks the deadline: past it, [`HandshakeError::Timeout`].
+    /// Checks the deadline: past it, [`HandshakeError::Timeout`]. Never,
+    /// when the timeout overflows `Instant`.
     pub fn handle_timeout(&self, now: Instant) -> Result<(), HandshakeError> {
-        if now >= self.deadline {
+        if self.deadline.is_some_and(|deadline| now >= deadline) {
             Err(HandshakeError::Timeout)
         } else {
             Ok(())
@@ -243,6 +259,20 @@ impl UpgradeRequest {
         }
         if request.version < 1 {
             return Err(HandshakeError::HttpVersion(request.version));
+        }
+        // Smuggling: a header that must be single, or a body, where a
+        // proxy and we could disagree on what the request says.
+        for (name, label) in
+            [("host", "Host"), ("sec-websocket-key", "Sec-WebSocket-Key"), ("sec-websocket-version", "Sec-WebSocket-Version")]
+        {
+            if request.header_all(name).nth(1).is_some() {
+                return Err(HandshakeError::DuplicateHeader(label));
+            }
+        }
+        for (name, label) in [("content-length", "Content-Length"), ("transfer-encoding", "Transfer-Encoding")] {
+            if request.header(name).is_some() {
+                return Err(HandshakeError::BodyNotAllowed(label));
+            }
         }
         if request.header("host").is_none() {
             return Err(HandshakeError::MissingHost);
@@ -431,6 +461,48 @@ mod tests {
         assert!(reader.handle_timeout(start + Duration::from_secs(1)).is_ok());
         let err = reader.handle_timeout(start + Duration::from_secs(2)).unwrap_err();
         assert_eq!(err.status(), 408);
+    }
+
+    #[test]
+    fn duplicate_single_headers_are_400() {
+        let cases = [
+            ("Host: server.example.com\r\n", "Host: server.example.com\r\nHost: evil.example.com\r\n", "Host"),
+            (
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-key: AAAAAAAAAAAAAAAAAAAAAA==\r\n",
+                "Sec-WebSocket-Key",
+            ),
+            ("Sec-WebSocket-Version: 13\r\n", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 8\r\n", "Sec-WebSocket-Version"),
+            // The same value twice is still two headers.
+            ("Sec-WebSocket-Version: 13\r\n", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n", "Sec-WebSocket-Version"),
+        ];
+        for (from, to, label) in cases {
+            let err = upgrade(&VALID.replace(from, to)).unwrap_err();
+            assert_eq!((err.clone(), err.status()), (HandshakeError::DuplicateHeader(label), 400), "{label}");
+        }
+    }
+
+    #[test]
+    fn body_headers_on_an_upgrade_are_400() {
+        for (header, label) in [
+            ("Content-Length: 0", "Content-Length"),
+            ("Content-Length: 10", "Content-Length"),
+            ("Transfer-Encoding: chunked", "Transfer-Encoding"),
+            ("transfer-encoding: identity", "Transfer-Encoding"),
+        ] {
+            let raw = VALID.replace("Origin:", &format!("{header}\r\nOrigin:"));
+            let err = upgrade(&raw).unwrap_err();
+            assert_eq!((err.clone(), err.status()), (HandshakeError::BodyNotAllowed(label), 400), "{header}");
+        }
+    }
+
+    #[test]
+    fn handshake_timeout_near_duration_max_never_fires_and_does_not_panic() {
+        let start = Instant::now();
+        let reader = RequestReader::new(HandshakeLimits::default().timeout(Duration::MAX), start);
+        assert!(reader.poll_timeout() > start + Duration::from_secs(365 * 24 * 3600));
+        assert!(reader.handle_timeout(start + Duration::from_secs(1 << 32)).is_ok());
+        assert!(reader.handle_timeout(reader.poll_timeout()).is_ok());
     }
 
     #[test]
