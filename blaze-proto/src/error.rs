@@ -2,6 +2,8 @@
 //! answered with a close code; [`HandshakeError`](crate::handshake::HandshakeError),
 //! answered with an HTTP status) or the caller's ([`UsageError`]).
 
+use std::time::Duration;
+
 use crate::close::CloseCode;
 
 /// The peer broke RFC 6455 or a configured limit. Each variant maps to the
@@ -70,6 +72,20 @@ pub enum ProtocolError {
     /// A compressed message that could not be inflated (RFC 7692).
     #[error("compressed message is corrupt")]
     InvalidCompressedData,
+    /// A message (or a frame) whose header arrived was not complete within
+    /// the configured `message_timeout`: the peer is dripping it. Close 1008.
+    #[error("message not completed within {timeout:?}")]
+    MessageTimeout {
+        /// The configured `message_timeout`.
+        timeout: Duration,
+    },
+    /// A fragmented message with more frames than the configured
+    /// `max_fragments` (empty continuation frames count). Close 1008.
+    #[error("message has more than {max} fragments")]
+    TooManyFragments {
+        /// The configured limit.
+        max: usize,
+    },
 }
 
 impl ProtocolError {
@@ -79,6 +95,10 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => CloseCode::INVALID_PAYLOAD,
             ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => {
                 CloseCode::MESSAGE_TOO_BIG
+            }
+            // Limits on how a message is sent, not on its size: a policy.
+            ProtocolError::MessageTimeout { .. } | ProtocolError::TooManyFragments { .. } => {
+                CloseCode::POLICY_VIOLATION
             }
             _ => CloseCode::PROTOCOL_ERROR,
         }

@@ -75,6 +75,16 @@ pub struct WsConfig {
     pub close_timeout: Duration,
     /// Close after this long without a message either way. Default `None`.
     pub idle_timeout: Option<Duration>,
+    /// Time allowed to finish a message once the header of its first
+    /// frame has arrived (a frame whose payload is still arriving counts);
+    /// unfinished by then: close 1008. Default 120 s, so a peer dripping a
+    /// byte a minute cannot hold a message open forever even with
+    /// `read_timeout` and `idle_timeout` off. `None` disables it.
+    pub message_timeout: Option<Duration>,
+    /// Most frames one message may span, empty continuations included
+    /// (close 1008 above). Default 4096: a 1 MiB message in 256-byte
+    /// fragments.
+    pub max_fragments: usize,
     /// Subprotocols the route speaks, in order of preference.
     pub subprotocols: Vec<String>,
     /// Origin policy; `None` accepts any origin. Rejected requests get 403.
@@ -114,6 +124,8 @@ impl Default for WsConfig {
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             idle_timeout: None,
+            message_timeout: Some(Duration::from_secs(120)),
+            max_fragments: 4096,
             subprotocols: Vec::new(),
             check_origin: None,
             max_connections: None,
@@ -133,6 +145,8 @@ impl fmt::Debug for WsConfig {
             .field("ping_interval", &self.ping_interval)
             .field("pong_timeout", &self.pong_timeout)
             .field("max_message_size", &self.max_message_size)
+            .field("message_timeout", &self.message_timeout)
+            .field("max_fragments", &self.max_fragments)
             .field("max_backpressure", &self.max_backpressure)
             .field("subprotocols", &self.subprotocols)
             .field("check_origin", &self.check_origin.is_some())
@@ -176,6 +190,10 @@ setters! {
     close_timeout: Duration;
     /// Sets `idle_timeout`.
     idle_timeout: Option<Duration>;
+    /// Sets `message_timeout` (`None` disables it).
+    message_timeout: Option<Duration>;
+    /// Sets `max_fragments`.
+    max_fragments: usize;
     /// Sets `max_connections`.
     max_connections: Option<usize>;
     /// Sets `max_backpressure`.
@@ -266,6 +284,8 @@ impl WsConfig {
             .pong_timeout(self.pong_timeout)
             .close_timeout(self.close_timeout)
             .idle_timeout(self.idle_timeout)
+            .message_timeout(self.message_timeout)
+            .max_fragments(self.max_fragments)
             .max_backpressure(self.max_backpressure)
             .backpressure_policy(self.backpressure_policy)
             .mask_seed(mask_seed)

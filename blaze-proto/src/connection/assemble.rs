@@ -1,6 +1,6 @@
 //! Reassembly of fragmented messages (RFC 6455 §5.4) with incremental
 //! UTF-8 validation (§8.1), inflation of compressed messages (RFC 7692
-//! §6.2) and the message size limit.
+//! §6.2), the message size limit and the cap on fragments per message.
 //!
 //! Input can arrive before its frame is complete: [`Assembler::inspect`]
 //! takes the arrived prefix of a text or compressed frame, so invalid
@@ -27,12 +27,16 @@ struct Partial {
     inflated: Vec<u8>,
     /// Over the message's text (plain bytes, or inflated output).
     utf8: Utf8Validator,
+    /// Frames of the message started so far, the first included.
+    fragments: usize,
 }
 
 /// Joins data frames into messages. Control frames never reach it.
 #[derive(Debug)]
 pub(crate) struct Assembler {
     max_message_size: usize,
+    /// Most frames one message may span (`Config::max_fragments`).
+    max_fragments: usize,
     partial: Option<Partial>,
     /// Present once permessage-deflate is negotiated.
     inflater: Option<Inflater>,
@@ -41,8 +45,13 @@ pub(crate) struct Assembler {
 }
 
 impl Assembler {
-    pub(crate) fn new(max_message_size: usize) -> Assembler {
-        Assembler { max_message_size, partial: None, inflater: None, inflated_total: 0 }
+    pub(crate) fn new(max_message_size: usize, max_fragments: usize) -> Assembler {
+        Assembler { max_message_size, max_fragments, partial: None, inflater: None, inflated_total: 0 }
+    }
+
+    /// Whether a fragmented message is unfinished.
+    pub(crate) fn in_progress(&self) -> bool {
+        self.partial.is_some()
     }
 
     pub(crate) fn set_inflater(&mut self, inflater: Inflater) {
@@ -156,7 +165,17 @@ impl Assembler {
             (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation),
             // RSV1 marks the first frame of a compressed message only.
             (OpCode::Continuation, Some(_)) if header.rsv1 => Err(ProtocolError::ReservedBits),
-            (OpCode::Continuation, Some(_)) => Ok(()),
+            (OpCode::Continuation, Some(_)) => {
+                let max = self.max_fragments;
+                let partial = self.partial.as_mut().expect("matched Some");
+                partial.fragments += 1;
+                // The first frame is never refused: 0 and 1 both mean
+                // "unfragmented messages only".
+                if partial.fragments > max {
+                    return Err(ProtocolError::TooManyFragments { max });
+                }
+                Ok(())
+            }
             (_, Some(_)) => Err(ProtocolError::ExpectedContinuation),
             (opcode, None) => {
                 if header.rsv1 && self.inflater.is_none() {
@@ -168,6 +187,7 @@ impl Assembler {
                     data: BytesMut::new(),
                     inflated: Vec::new(),
                     utf8: Utf8Validator::new(),
+                    fragments: 1,
                 });
                 Ok(())
             }

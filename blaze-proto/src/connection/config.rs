@@ -47,6 +47,25 @@ pub struct Config {
     /// Time without any message, in either direction, after which the
     /// connection is closed with 1000. Default `None` (no idle limit).
     pub idle_timeout: Option<Duration>,
+    /// Time allowed to finish a message once it has started: the clock
+    /// starts when the header of its first frame has been read (a frame
+    /// whose header is in but whose payload is still arriving counts as a
+    /// started message, control frames included) and stops when its last
+    /// frame is complete. Unfinished by then: fail with 1008 (policy
+    /// violation, [`crate::ProtocolError::MessageTimeout`]). Default
+    /// 120 s (uWebSockets' `idleTimeout`): generous for 1 MiB on a slow
+    /// link, yet a peer dripping one byte a minute (which every liveness
+    /// check accepts) cannot hold a nearly complete message forever.
+    /// `None` (or `Duration::MAX`) disables it.
+    pub message_timeout: Option<Duration>,
+    /// Most frames one message may span; more: fail with 1008 (policy
+    /// violation, [`crate::ProtocolError::TooManyFragments`]). Empty
+    /// continuation frames count. Default 4096: a 1 MiB message (the
+    /// default `max_message_size`) in 256-byte fragments, far more than
+    /// any real sender uses, while endless empty continuations (which no
+    /// size limit sees) are cut off. 0 and 1 both allow unfragmented
+    /// messages only; `usize::MAX` disables the cap.
+    pub max_fragments: usize,
     /// Bytes of unsent output a connection may queue. Default 1 MiB.
     pub max_backpressure: usize,
     /// What happens past `max_backpressure`. Default: close with 1008.
@@ -67,6 +86,8 @@ impl Default for Config {
             pong_timeout: Duration::from_secs(60),
             close_timeout: Duration::from_secs(5),
             idle_timeout: None,
+            message_timeout: Some(Duration::from_secs(120)),
+            max_fragments: 4096,
             max_backpressure: 1 << 20,
             backpressure_policy: BackpressurePolicy::Close,
             auto_pong: true,
@@ -99,6 +120,10 @@ setters! {
     close_timeout: Duration;
     /// Sets `idle_timeout`.
     idle_timeout: Option<Duration>;
+    /// Sets `message_timeout` (`None` disables it).
+    message_timeout: Option<Duration>;
+    /// Sets `max_fragments`.
+    max_fragments: usize;
     /// Sets `max_backpressure`.
     max_backpressure: usize;
     /// Sets `backpressure_policy`.

@@ -125,6 +125,9 @@ pub struct Connection {
     input_paused: bool,
     /// Payload bytes held by the events not yet taken.
     event_bytes: usize,
+    /// A message (or a frame) has started arriving and is unfinished: the
+    /// message timer runs from its start (see [`Connection::track_message`]).
+    message_in_progress: bool,
 }
 
 impl Connection {
@@ -133,7 +136,7 @@ impl Connection {
         let mut connection = Connection {
             role,
             decoder: FrameDecoder::new(role, config.max_frame_size),
-            assembler: Assembler::new(config.max_message_size),
+            assembler: Assembler::new(config.max_message_size, config.max_fragments),
             masks: MaskKeys::new(config.mask_seed),
             outbound: Outbound::default(),
             events: VecDeque::new(),
@@ -148,6 +151,7 @@ impl Connection {
             failure: None,
             input_paused: false,
             event_bytes: 0,
+            message_in_progress: false,
             config,
         };
         connection.on_inbound_activity(now);
@@ -233,10 +237,12 @@ impl Connection {
             match self.decoder.decode(buf) {
                 Ok(Some(frame)) => {
                     let taken = self.decoder.last_taken();
-                    self.on_frame(frame, taken, now)
+                    self.on_frame(frame, taken, now);
+                    self.track_message(now);
                 }
                 Ok(None) => {
                     self.inspect_incomplete_frame(buf);
+                    self.track_message(now);
                     break;
                 }
                 Err(err) => self.defer_failure(err),
@@ -341,6 +347,15 @@ impl Connection {
                 }
                 Timer::Idle => {
                     let _ = self.close(CloseCode::NORMAL, "idle timeout", now);
+                }
+                // A protocol error already waits for the events before it:
+                // it closes the connection, in the wire's order.
+                Timer::Message if self.failure.is_some() => {}
+                Timer::Message => {
+                    // Due now, after every event already queued: nothing
+                    // more is read, so there is nothing to wait for.
+                    let timeout = self.config.message_timeout.unwrap_or_default();
+                    self.fail(ProtocolError::MessageTimeout { timeout });
                 }
             }
         }
@@ -598,6 +613,8 @@ impl Connection {
         self.state = State::Closing;
         self.timers.stop(Timer::Ping);
         self.timers.stop(Timer::Idle);
+        // `close_timeout` bounds everything from here on.
+        self.timers.stop(Timer::Message);
     }
 
     // ---- internals ---------------------------------------------------
@@ -686,6 +703,26 @@ impl Connection {
         if let (Some(interval), State::Open) = (self.config.ping_interval, self.state) {
             self.timers.set_after(Timer::Ping, now, interval);
         }
+    }
+
+    /// Arms the message timer when a message starts (the header of its
+    /// first frame is read, or any frame's header while none is in
+    /// progress), and stops it once nothing is unfinished: no fragmented
+    /// message in the assembler and no frame whose payload is still
+    /// arriving. Frames continuing a message do not re-arm it: the whole
+    /// message must arrive within `message_timeout` of its start.
+    fn track_message(&mut self, now: Instant) {
+        let in_progress = self.state == State::Open
+            && (self.assembler.in_progress() || self.decoder.pending_header().is_some());
+        if in_progress && !self.message_in_progress {
+            if let Some(timeout) = self.config.message_timeout {
+                // `Duration::MAX` overflows: never.
+                self.timers.set_after(Timer::Message, now, timeout);
+            }
+        } else if !in_progress {
+            self.timers.stop(Timer::Message);
+        }
+        self.message_in_progress = in_progress;
     }
 
     fn touch_idle(&mut self, now: Instant) {

@@ -39,12 +39,16 @@ pub(crate) enum Timer {
     CloseHandshake,
     /// No message either way for `idle_timeout`.
     Idle,
+    /// A message (or a frame) started arriving `message_timeout` ago and
+    /// is still unfinished: the peer is dripping it.
+    Message,
 }
 
-const TIMERS: usize = 4;
+const TIMERS: usize = 5;
 
 impl Timer {
-    const ALL: [Timer; TIMERS] = [Timer::Ping, Timer::PongDeadline, Timer::CloseHandshake, Timer::Idle];
+    const ALL: [Timer; TIMERS] =
+        [Timer::Ping, Timer::PongDeadline, Timer::CloseHandshake, Timer::Idle, Timer::Message];
 
     fn index(self) -> usize {
         self as usize
