@@ -36,17 +36,18 @@ where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
-        // futures-io reads into initialized memory: zero the spare capacity.
-        let start = buf.len();
-        let spare = buf.capacity() - start;
-        buf.resize(start + spare.max(1), 0);
-        let result = Pin::new(&mut self.0).poll_read(cx, &mut buf[start..]);
-        let read = match &result {
-            Poll::Ready(Ok(n)) => *n,
-            _ => 0,
-        };
-        buf.truncate(start + read);
-        result
+        // futures-io reads into initialized memory. Zeroing the spare
+        // capacity on every read cost a memset of all of it per read (a
+        // peer trickling 1-byte segments into a large buffer made reading
+        // quadratic; issue 10): read into this thread's scratch buffer,
+        // zeroed once, and copy what arrived. Each read costs O(bytes read).
+        let want = (buf.capacity() - buf.len()).clamp(1, SCRATCH_SIZE);
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => read_into(&mut self.0, cx, &mut scratch[..want], buf),
+            // Only if `T::poll_read` itself reads another Blaze transport
+            // on this thread: fall back to a zeroed buffer of our own.
+            Err(_) => read_into(&mut self.0, cx, &mut vec![0; want], buf),
+        })
     }
 
     fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
@@ -60,6 +61,27 @@ where
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_close(cx)
     }
+}
+
+/// The most one read takes in (loopback and TCP reads rarely return more).
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+std::thread_local! {
+    /// Initialized once per thread; reads land here before being copied.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
+}
+
+fn read_into<T: AsyncRead + Unpin>(
+    io: &mut T,
+    cx: &mut Context<'_>,
+    scratch: &mut [u8],
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    let result = Pin::new(io).poll_read(cx, scratch);
+    if let Poll::Ready(Ok(n)) = result {
+        buf.extend_from_slice(&scratch[..n]);
+    }
+    result
 }
 
 /// A source of async-std connections for [`crate::App::serve`].

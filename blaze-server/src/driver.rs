@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use blaze_proto::{CloseCause, CloseCode, Event, Message};
+use blaze_proto::{CloseCause, CloseCode, Event, Message, Role, State};
 
 use crate::config::{RateLimit, RateLimitAction, WsConfig};
 use crate::error::WsError;
@@ -24,7 +24,7 @@ use crate::handler::{panic_message, Handler};
 use crate::rate::TokenBucket;
 use crate::runtime::{BoxFuture, Runtime, Transport};
 use crate::serve::Release;
-use crate::socket::{WebSocket, INBOX_LIMIT};
+use crate::socket::WebSocket;
 
 /// Read-dispatch-write rounds per poll before yielding, so one busy client
 /// cannot starve the others on its worker thread.
@@ -242,9 +242,22 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
         let needed = {
             // One lock for every question the read asks of the connection.
             let mut inner = self.ws.shared.lock();
-            let inbox_full = inner.inbox.as_ref().is_some_and(|i| i.queue.len() >= INBOX_LIMIT);
+            // A full stream-style inbox does not stop reading: its messages
+            // wait in the core's backlog (see `dispatch_events`), and the
+            // core keeps answering pings, registering pongs and handling a
+            // close at read time, so a handler that only sends for a while
+            // does not lose live clients to the heartbeat. Only the
+            // backlog's own bound stops reading. A client (`connect`)
+            // still stops at a full inbox: an application that stops
+            // calling `recv` stops reading its socket, so the server it
+            // talks to feels the backpressure (sim-tests' slow-consumer
+            // and shutdown scenarios model a stalled client this way).
+            let inbox_full = inner.inbox.as_ref().is_some_and(|i| i.is_full());
             let (events, bytes) = inner.conn.backlog();
-            if inbox_full || events >= MAX_BACKLOG_EVENTS || bytes >= MAX_BACKLOG_BYTES {
+            if inbox_full && inner.conn.role() == Role::Client
+                || events >= MAX_BACKLOG_EVENTS
+                || bytes >= MAX_BACKLOG_BYTES
+            {
                 return false;
             }
             if inner.conn.input_paused() {
@@ -253,11 +266,18 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                 inner.conn.handle_read(&mut self.read_buf, now);
                 return true;
             }
-            // A frame whose header is in says how much more it needs: room
-            // for all of it (up to MAX_READ_AHEAD) is made at once. Growing
-            // by read_buffer_size instead regrew, and recopied, the buffer
+            // A frame whose header is in says how much more it needs. Room
+            // is made for what has arrived, not what was announced: at most
+            // twice what the buffer already holds of it (or
+            // read_buffer_size), so the buffer doubles as a large frame
+            // arrives (a 14-byte header announcing 1 MiB, then silence,
+            // holds read_buffer_size, not MAX_READ_AHEAD; issue 10), and a
+            // large echo still regrows it only log(size) times. Growing by
+            // read_buffer_size instead regrew, and recopied, the buffer
             // every few KiB of a large frame: ~10% of the CPU of 64 KiB echoes.
-            inner.conn.read_hint(self.read_buf.len()).unwrap_or(0).min(MAX_READ_AHEAD)
+            let buffered = self.read_buf.len();
+            let arrived_bound = self.limits.read_buffer_size.max(buffered.saturating_mul(2));
+            inner.conn.read_hint(buffered).unwrap_or(0).min(MAX_READ_AHEAD).min(arrived_bound)
         };
         if self.read_buf.capacity() - self.read_buf.len() < needed.max(self.limits.read_buffer_size / 2) {
             self.read_buf.reserve(needed.max(self.limits.read_buffer_size));
@@ -288,11 +308,22 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     /// fails the connection on a protocol error only once the events
     /// before it are taken, so the handler's replies to them are queued
     /// ahead of the close frame, in the wire's order.
+    ///
+    /// While a stream-style inbox is full no event is taken: they stay in
+    /// the core's queue, in order (bounded by `MAX_BACKLOG_*`: reading
+    /// stops there), and `recv` wakes the driver when it makes room. Once
+    /// the core is closed (nothing more can arrive, so what is left is
+    /// bounded), everything left goes to the inbox at once: `on_close`
+    /// runs and the close's flush deadline starts without waiting for the
+    /// handler to `recv`, and `recv` still sees every message, then `None`.
     fn dispatch_events(&mut self, now: Instant) -> bool {
         let mut progress = false;
         loop {
             let event = {
                 let mut inner = self.ws.shared.lock();
+                if inner.conn.state() != State::Closed && inner.inbox.as_ref().is_some_and(|i| i.is_full()) {
+                    break;
+                }
                 if progress && inner.conn.pending_bytes() >= self.limits.write_buffer_size {
                     // Enough output for one write: send it before handling
                     // the rest of the batch, so replies to a huge batch do

@@ -227,7 +227,7 @@ pub(crate) fn close_inbox(ws: &WebSocket, code: u16, reason: &str) {
 pub(crate) fn push_inbox(ws: &WebSocket, message: Message) {
     let mut inner = ws.shared.lock();
     let inbox = inner.inbox.get_or_insert_with(Box::default);
-    inbox.queue.push_back(message);
+    inbox.push(message);
     if let Some(reader) = inbox.reader.take() {
         reader.wake();
     }

@@ -363,7 +363,10 @@ async fn serve_http<R: Runtime, T: Transport>(
         Err(()) => return respond_and_close(rt, &mut io, Response::text(400, "bad content-length")).await,
     };
     while buf.len() < length {
-        buf.reserve(length - buf.len());
+        // Room for what has arrived, not what was announced: a request
+        // announcing 1 MB and sending nothing holds a few KiB, and a real
+        // body grows the buffer by doubling (issue 10).
+        buf.reserve((length - buf.len()).min(buf.len().max(8 * 1024)));
         match timeout(rt, reader.poll_timeout(), read_buf(&mut io, &mut buf)).await {
             None => return respond_and_close(rt, &mut io, HandshakeError::Timeout.to_response()).await,
             Some(Ok(0)) | Some(Err(_)) => return,

@@ -46,6 +46,8 @@ pub struct ConnInfo {
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
     pub(crate) queue: VecDeque<Message>,
+    /// Payload bytes of the messages in `queue`.
+    pub(crate) bytes: usize,
     pub(crate) reader: Option<Waker>,
     pub(crate) closed: bool,
     /// The close code and reason, once closed.
@@ -53,8 +55,38 @@ pub(crate) struct Inbox {
 }
 
 /// How many messages a stream-style handler may leave unread before the
-/// connection stops reading its socket (TCP then slows the client down).
+/// connection stops handing it more (see [`WsStream`]).
 pub(crate) const INBOX_LIMIT: usize = 64;
+/// How many payload bytes of unread messages a stream-style handler may
+/// hold before the connection stops handing it more: the inbox is full at
+/// `INBOX_LIMIT` messages or this many bytes, whichever comes first (a
+/// single larger message is still delivered into an empty inbox).
+pub(crate) const INBOX_LIMIT_BYTES: usize = 1 << 20;
+
+impl Inbox {
+    /// Whether the inbox is at either of its bounds.
+    pub(crate) fn is_full(&self) -> bool {
+        self.queue.len() >= INBOX_LIMIT || self.bytes >= INBOX_LIMIT_BYTES
+    }
+
+    pub(crate) fn push(&mut self, message: Message) {
+        self.bytes += message_len(&message);
+        self.queue.push_back(message);
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Message> {
+        let message = self.queue.pop_front()?;
+        self.bytes -= message_len(&message);
+        Some(message)
+    }
+}
+
+fn message_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) => data.len(),
+    }
+}
 
 pub(crate) struct ConnInner {
     pub(crate) conn: Connection,
@@ -351,6 +383,21 @@ fn find<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 ///
 /// Derefs to [`WebSocket`] for sending and everything else. When the
 /// handler's future returns, the connection is closed with 1000.
+///
+/// # Unread messages
+///
+/// Messages the handler has not yet `recv`ed wait in an inbox bounded at
+/// 64 messages or 1 MiB of payload, whichever comes first (a single
+/// larger message still goes into an empty inbox). While it is full, further messages stay
+/// in the connection's own bounded queue and the socket is still read, so
+/// pings are answered, pongs registered (a handler that only sends for a
+/// while keeps its live clients past the heartbeat) and a close from the
+/// peer is handled; once that queue is full too, the socket is no longer
+/// read and TCP slows the client down. (A client from `connect` stops
+/// reading its socket as soon as its inbox is full, so the server feels
+/// an application that stopped calling `recv`.) Messages are delivered in order;
+/// when the connection ends, every message it received is still handed to
+/// `recv` before it returns `None`.
 #[derive(Debug)]
 pub struct WsStream {
     ws: WebSocket,
@@ -373,11 +420,11 @@ impl WsStream {
         poll_fn(|cx| {
             let shared = &self.ws.shared;
             let mut inner = shared.lock();
-            let was_full = inner.inbox.as_ref().is_some_and(|i| i.queue.len() >= INBOX_LIMIT);
+            let was_full = inner.inbox.as_ref().is_some_and(|i| i.is_full());
             let inbox = inner.inbox.get_or_insert_with(Box::default);
-            if let Some(message) = inbox.queue.pop_front() {
+            if let Some(message) = inbox.pop() {
                 if was_full {
-                    // The driver paused reading for us; let it resume.
+                    // The driver paused handing us messages; let it resume.
                     if let Some(waker) = &inner.driver_waker {
                         waker.wake_by_ref();
                     }
