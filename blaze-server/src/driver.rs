@@ -32,6 +32,11 @@ const ROUNDS_PER_POLL: usize = 16;
 /// The most a read reserves ahead for a frame announced but not yet
 /// arrived (larger frames grow the buffer by doubling as they arrive).
 const MAX_READ_AHEAD: usize = 256 * 1024;
+/// What a read may reserve ahead for an announced frame before any of its
+/// payload has arrived: one 64 KiB frame is read into a buffer made once
+/// (growing from 4 KiB by doubling cost 64 KiB echoes ~4% more CPU), and a
+/// stalled header holds no more than this.
+const READ_AHEAD_FLOOR: usize = 64 * 1024;
 /// Undispatched events (and the payload bytes they hold) past which the
 /// driver stops reading. Events are handed to the handler one per round
 /// while the output is over `write_buffer_size`; without this bound a
@@ -271,12 +276,12 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             // twice what the buffer already holds of it (or
             // read_buffer_size), so the buffer doubles as a large frame
             // arrives (a 14-byte header announcing 1 MiB, then silence,
-            // holds read_buffer_size, not MAX_READ_AHEAD; issue 10), and a
+            // holds READ_AHEAD_FLOOR, not MAX_READ_AHEAD; issue 10), and a
             // large echo still regrows it only log(size) times. Growing by
             // read_buffer_size instead regrew, and recopied, the buffer
             // every few KiB of a large frame: ~10% of the CPU of 64 KiB echoes.
             let buffered = self.read_buf.len();
-            let arrived_bound = self.limits.read_buffer_size.max(buffered.saturating_mul(2));
+            let arrived_bound = self.limits.read_buffer_size.max(READ_AHEAD_FLOOR).max(buffered.saturating_mul(2));
             inner.conn.read_hint(buffered).unwrap_or(0).min(MAX_READ_AHEAD).min(arrived_bound)
         };
         if self.read_buf.capacity() - self.read_buf.len() < needed.max(self.limits.read_buffer_size / 2) {
