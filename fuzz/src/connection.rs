@@ -837,7 +837,16 @@ impl Harness {
                     if !end.tainted {
                         if let CloseCause::Protocol(err) = &info.cause {
                             assert!(
-                                matches!(err, ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. }),
+                                // Limits a conforming peer can still run into: sizes,
+                                // and how long or finely fragmented a message is
+                                // (virtual time here can pass message_timeout).
+                                matches!(
+                                    err,
+                                    ProtocolError::FrameTooLarge { .. }
+                                        | ProtocolError::MessageTooLarge { .. }
+                                        | ProtocolError::MessageTimeout { .. }
+                                        | ProtocolError::TooManyFragments { .. }
+                                ),
                                 "{role:?} failed a conforming peer: {err}"
                             );
                         }
