@@ -307,8 +307,16 @@ impl RawDeflate {
     }
 
     /// One message as RFC 7692 §7.2.1 sends it: sync-flushed, tail cut.
+    ///
+    /// An empty message right after another sync flush comes out empty:
+    /// zlib emits nothing for a flush without new input, so a zlib-based
+    /// peer sends an empty payload there (which the receiver must take as
+    /// an empty message, context untouched).
     pub fn message(&mut self, input: &[u8]) -> Vec<u8> {
         let mut out = self.run(input, FlushCompress::Sync);
+        if out.is_empty() && input.is_empty() {
+            return out;
+        }
         assert!(out.ends_with(&SYNC_TAIL), "a sync flush ends with the empty stored block");
         out.truncate(out.len() - 4);
         out
