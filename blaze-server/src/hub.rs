@@ -145,8 +145,8 @@ impl Hub {
     }
 
     pub(crate) fn register(&self, shared: Arc<ConnShared>) {
-        // Already normalized by the HTTP phase; normalizing again is free then.
-        let path = normalize_path(&shared.info.path).into_owned();
+        // `info.path` was normalized when the request was routed.
+        let path = shared.info.path.clone();
         lock(&self.registry).insert(shared.id, &path, shared);
     }
 

@@ -17,7 +17,8 @@ use crate::app::{App, Route, RouteKind};
 use crate::driver::{Driver, DriverLimits};
 use crate::hub::AdmitError;
 use crate::locals::Extensions;
-use crate::request::{Request, Response};
+use crate::handler::panic_message;
+use crate::request::{Guard, Request, Response};
 use crate::runtime::{read_buf, shutdown, timeout, write_all, Accepted, Listener, Runtime, Transport};
 use crate::socket::{ConnInfo, ConnInner, ConnShared, Spawner, WebSocket};
 
@@ -120,7 +121,7 @@ async fn handle_connection<R: Runtime, T: Transport>(
     let config = app.current_config();
     let reader = RequestReader::new(config.handshake_limits(), rt.now());
     let mut buf = BytesMut::with_capacity(1024);
-    let request = loop {
+    let mut request = loop {
         match reader.read(&mut buf) {
             Ok(Some(request)) => break request,
             Ok(None) => {}
@@ -135,14 +136,16 @@ async fn handle_connection<R: Runtime, T: Transport>(
     };
     let is_upgrade = request.header_all("upgrade").any(|v| v.to_ascii_lowercase().contains("websocket"));
     let routes = app.read_routes();
-    // One normalized path decides routing here and, through `to_request`,
-    // what guards, the registry and the counts see (router::normalize_path).
-    let path = crate::router::normalize_path(&request.path).into_owned();
+    // One normalized path decides routing and what the origin check,
+    // guards, the registry and the counts see (router::normalize_path).
+    if let std::borrow::Cow::Owned(path) = crate::router::normalize_path(&request.path) {
+        request.path = path;
+    }
     let mut path_matched = false;
     let mut ws_route = None;
     let mut http_route = None;
     for route in &routes {
-        let Some(params) = route.pattern.matches(&path) else { continue };
+        let Some(params) = route.pattern.matches(&request.path) else { continue };
         path_matched = true;
         match &route.kind {
             RouteKind::Ws { .. } if ws_route.is_none() => ws_route = Some((route.clone(), params)),
@@ -176,9 +179,7 @@ struct Ctx {
 fn to_request(http: &HttpRequest, params: Vec<(String, String)>, ctx: Ctx, body: Bytes) -> Request {
     Request {
         method: http.method.clone(),
-        // The same normalization routing used: guards see it, and the
-        // connection is registered under it (`ws.path()`, broadcasts, counts).
-        path: crate::router::normalize_path(&http.path).into_owned(),
+        path: http.path.clone(),
         params,
         query: http.query_pairs().collect(),
         headers: http.headers.clone(),
@@ -209,16 +210,12 @@ async fn upgrade<R: Runtime, T: Transport>(
     };
     // A panicking origin check or guard answers 500 and ends only this
     // request; the server goes on (as for HTTP handlers).
-    fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-        let text = panic.downcast_ref::<&str>().copied();
-        text.or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("<non-string panic>")
-    }
     if let Some(check) = &config.check_origin {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&upgrade.request))) {
             Ok(true) => {}
             Ok(false) => return respond_and_close(&rt, &mut io, Response::text(403, "origin not allowed")).await,
             Err(panic) => {
-                tracing::error!(path = %upgrade.request.path, panic = panic_message(&*panic), "check_origin panicked");
+                tracing::error!(path = %upgrade.request.path, panic = %panic_message(&*panic), "check_origin panicked");
                 return respond_and_close(&rt, &mut io, Response::text(500, "internal server error")).await;
             }
         }
@@ -226,13 +223,8 @@ async fn upgrade<R: Runtime, T: Transport>(
     let request = to_request(&upgrade.request, params, ctx, Bytes::new());
     let mut locals = Extensions::new();
     for guard in &route.guards {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guard(&request, &mut locals))) {
-            Ok(Ok(())) => {}
-            Ok(Err(response)) => return respond_and_close(&rt, &mut io, response).await,
-            Err(panic) => {
-                tracing::error!(path = %request.path, panic = panic_message(&*panic), "guard panicked");
-                return respond_and_close(&rt, &mut io, Response::text(500, "internal server error")).await;
-            }
+        if let Err(response) = run_guard(guard, &request, &mut locals) {
+            return respond_and_close(&rt, &mut io, response).await;
         }
     }
     let hub = app.inner.hub.clone();
@@ -309,6 +301,18 @@ impl Drop for Release {
     }
 }
 
+/// Runs a guard; a panic in it is logged and answered 500, as a panicking
+/// handler is, and ends only this request.
+fn run_guard(guard: &Guard, request: &Request, locals: &mut Extensions) -> Result<(), Response> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guard(request, locals))) {
+        Ok(result) => result,
+        Err(panic) => {
+            tracing::error!(path = %request.path, panic = %panic_message(&*panic), "guard panicked");
+            Err(Response::text(500, "internal server error"))
+        }
+    }
+}
+
 /// The body length a request announces (RFC 9110 §8.6: digits only; every
 /// `Content-Length` it carries must agree, RFC 9112 §6.3). `Err` for
 /// anything else, which is answered 400.
@@ -376,14 +380,8 @@ async fn serve_http<R: Runtime, T: Transport>(
     let body = buf.split_to(length).freeze();
     let request = to_request(&request, params, ctx, body);
     for guard in &route.guards {
-        // A panicking guard is a 500, as a panicking handler is.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guard(&request, &mut Extensions::new()))) {
-            Ok(Ok(())) => {}
-            Ok(Err(response)) => return respond_and_close(rt, &mut io, response).await,
-            Err(_) => {
-                tracing::error!(path = %request.path, "guard panicked");
-                return respond_and_close(rt, &mut io, Response::text(500, "internal server error")).await;
-            }
+        if let Err(response) = run_guard(guard, &request, &mut Extensions::new()) {
+            return respond_and_close(rt, &mut io, response).await;
         }
     }
     let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&request)))

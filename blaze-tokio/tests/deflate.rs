@@ -8,32 +8,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use blaze_tokio::{App, Callbacks, ClientOptions, CompressionMode, DeflateConfig, Message, WsConfig};
 use common::*;
 use flate2::{Compress, Compression, FlushCompress};
 
-// ---- a counting allocator: the bomb test bounds the server's memory ----
-
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl std::alloc::GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(live, Ordering::Relaxed);
-        std::alloc::System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        std::alloc::System.dealloc(ptr, layout)
-    }
-}
-
+// The bomb test bounds the server's memory.
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 

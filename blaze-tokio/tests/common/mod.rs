@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use blaze_tokio::{App, Message as BlazeMessage, WsStream};
@@ -303,5 +304,27 @@ impl RawFrames {
                 });
             }
         }
+    }
+}
+
+// ---- a counting allocator, for tests that bound the server's memory ----
+
+/// Counts live and peak heap bytes. A test binary that bounds memory
+/// installs it with `#[global_allocator] static A: Counting = Counting;`
+/// and reads [`LIVE`] and [`PEAK`].
+pub struct Counting;
+
+pub static LIVE: AtomicUsize = AtomicUsize::new(0);
+pub static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        std::alloc::System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        std::alloc::System.dealloc(ptr, layout)
     }
 }
