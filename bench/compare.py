@@ -54,6 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "target" / "release"
 PEERS = ROOT / "bench" / "peers" / "target" / "release"
+BUN_PEER = ROOT / "bench" / "peers" / "bun"
 BLAZE_BENCH = RELEASE / "blaze-bench"
 CC_PATH = Path("/proc/sys/net/ipv4/tcp_congestion_control")
 SECTION = "## Servers side by side (scripts/bench.sh)"
@@ -69,8 +70,11 @@ SERVERS = [
     ("tokio-tungstenite", PEERS / "tungstenite-peer", []),
     ("fastwebsockets", PEERS / "fastwebsockets-peer", []),
     ("axum", PEERS / "axum-peer", []),
+    # uWebSockets as Bun embeds it (Bun.serve + server.publish); scripts/bench.sh installs it from npm.
+    ("bun (uWebSockets)", BUN_PEER / "node_modules" / ".bin" / "bun", [str(BUN_PEER / "server.js")]),
 ]
-OPTIONAL = {"axum"}
+UWS = "bun (uWebSockets)"
+OPTIONAL = {"axum", UWS}
 
 # `--set deflate`: the Blaze echo example in its three modes.
 DEFLATE_SERVERS = [
@@ -367,22 +371,23 @@ def tables(summary: dict, scs: list[dict], servers: list[str]) -> str:
         better = "higher is better" if sc["higher"] else "lower is better"
         md.append(f"#### {sc['title']}\n")
         md.append(f"Median of the repetitions; {sc['unit']}, {better}. Server CPU is µs of the pinned server's CPU per {sc['op']}; core use is CPU time ÷ wall time of the server and of blaze-bench (each on its own core).\n")
-        md.append(f"| server | {sc['unit']} (median) | min–max | server CPU µs/{sc['op'].split()[0]} | server / load tool core use | load tool saturated | ÷ fastwebsockets | ÷ tokio-tungstenite | CPU/op ÷ fastwebsockets | CPU/op ÷ tokio-tungstenite |")
-        md.append("| --- | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: |")
+        md.append(f"| server | {sc['unit']} (median) | min–max | server CPU µs/{sc['op'].split()[0]} | server / load tool core use | load tool saturated | ÷ fastwebsockets | ÷ tokio-tungstenite | ÷ uWebSockets (Bun) | CPU/op ÷ fastwebsockets | CPU/op ÷ tokio-tungstenite | CPU/op ÷ uWebSockets (Bun) |")
+        md.append("| --- | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         ref_f = summary.get((sc["key"], fws), {})
         ref_t = summary.get((sc["key"], tung), {})
+        ref_u = summary.get((sc["key"], UWS), {})
         for name in servers:
             s = summary[(sc["key"], name)]
             if s["good"] == 0:
-                md.append(f"| {name} | failed ({'; '.join(sorted(set(s['errors'])))[:120]}) | | | | | | | | |")
+                md.append(f"| {name} | failed ({'; '.join(sorted(set(s['errors'])))[:120]}) | | | | | | | | | | |")
                 continue
             sat = "no" if s["saturated"] == 0 else f"yes ({s['saturated']}/{s['good']})"
             note = "" if s["good"] == s["runs"] else f" ({s['runs'] - s['good']} of {s['runs']} runs failed)"
             md.append(
                 f"| {name}{note} | {fmt_num(s['value'], sc['unit'])} | {fmt_num(s['lo'], sc['unit'])}–{fmt_num(s['hi'], sc['unit'])} "
                 f"| {fmt_num(s['cpu'], 'µs') if s['cpu'] is not None else '—'} | {pct(s['util'])} / {pct(s['cutil'])} | {sat} "
-                f"| {ratio(s['value'], ref_f.get('value'))} | {ratio(s['value'], ref_t.get('value'))} "
-                f"| {ratio(s['cpu'], ref_f.get('cpu'))} | {ratio(s['cpu'], ref_t.get('cpu'))} |"
+                f"| {ratio(s['value'], ref_f.get('value'))} | {ratio(s['value'], ref_t.get('value'))} | {ratio(s['value'], ref_u.get('value'))} "
+                f"| {ratio(s['cpu'], ref_f.get('cpu'))} | {ratio(s['cpu'], ref_t.get('cpu'))} | {ratio(s['cpu'], ref_u.get('cpu'))} |"
             )
         md.append("")
     return "\n".join(md)
@@ -427,6 +432,22 @@ def targets(summary: dict) -> str:
     check("echo 64 KiB ≥ 1.0× fastwebsockets msgs/s", echo_big)
     check("fan-out 10,000 subs ≥ 10× tokio-tungstenite deliveries/s", fan)
     check("idle ≤ 1 KiB server RSS per connection", idle)
+
+    # Issue 13: level with uWebSockets (as Bun embeds it), then past it.
+    def vs_uws(key, what, higher):
+        def fn(n):
+            if higher:
+                c = get(key, n, "cpu") / get(key, UWS, "cpu")
+                r = get(key, n) / get(key, UWS)
+                return f"{'**met**' if r >= 1.0 and c <= 1.0 else '**not met**'}: {r:.2f}× {what}, {c:.3f}× CPU/op"
+            r = get(key, n) / get(key, UWS)
+            return f"{'**met**' if r <= 1.0 else '**not met**'}: {r:.2f}× {what}"
+        return fn
+
+    check("echo 32 B: CPU/msg ≤ uWebSockets (Bun), msgs/s ≥", vs_uws("echo-small", "msgs/s", True))
+    check("fan-out 10,000 subs: deliveries/s and CPU/delivery level with uWebSockets (Bun)", vs_uws("fanout-10k", "deliveries/s", True))
+    check("fan-out 1,000 subs: ahead of uWebSockets (Bun)", vs_uws("fanout-1k", "deliveries/s", True))
+    check("idle memory ≤ uWebSockets (Bun)", vs_uws("idle", "KiB/conn", False))
     return "\n".join(lines)
 
 
@@ -439,6 +460,7 @@ PALETTE = {
     "tokio-tungstenite": "#1971c2",
     "fastwebsockets": "#2f9e44",
     "axum": "#7048e8",
+    "bun (uWebSockets)": "#495057",
 }
 
 
