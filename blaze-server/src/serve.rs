@@ -194,6 +194,9 @@ async fn handle_connection<R: Runtime, T: Transport>(
             upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard).await
         }
         (_, Some((route, params))) => {
+            // Plain routes have no config of their own: the app's proxies.
+            let remote_addr = crate::proxy::client_addr(ctx.remote_addr, &request, &config.trusted_proxies);
+            let ctx = Ctx { remote_addr, ..ctx };
             serve_http(&rt, io, buf, request, &route, params, ctx, &reader, &app.inner.shutdown).await
         }
         // A WebSocket route asked for without an upgrade: 426.

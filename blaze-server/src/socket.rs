@@ -34,7 +34,8 @@ pub struct ConnInfo {
     pub query: Vec<(String, String)>,
     /// Request headers, names lowercased.
     pub headers: Vec<(String, String)>,
-    /// The peer's address.
+    /// The peer's address; behind a trusted proxy
+    /// (`WsConfig::trusted_proxies`), the client it forwarded for.
     pub remote_addr: Option<SocketAddr>,
     /// Our address.
     pub local_addr: Option<SocketAddr>,

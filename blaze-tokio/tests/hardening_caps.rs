@@ -400,3 +400,22 @@ async fn same_origin_check_refuses_cross_site_pages_only() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_routes_see_the_forwarded_client_only_from_trusted_proxies() {
+    let serve_ip = |trusted: bool| async move {
+        let app = App::new();
+        let config = WsConfig::default();
+        app.config(if trusted { config.trusted_proxies(["127.0.0.1".parse().unwrap()]) } else { config });
+        app.get("/ip", |req| {
+            blaze_tokio::Response::text(200, &req.remote_addr.map(|a| a.ip().to_string()).unwrap_or_default())
+        });
+        let (addr, server) = serve(&app).await;
+        let (_, response) =
+            blocking(move || raw_http(addr, "GET /ip HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n")).await;
+        server.abort();
+        response
+    };
+    assert!(serve_ip(true).await.ends_with("203.0.113.7"));
+    assert!(serve_ip(false).await.ends_with("127.0.0.1"));
+}
