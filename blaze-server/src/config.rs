@@ -108,6 +108,27 @@ pub struct WsConfig {
     /// messages rarely repay; turn it on for large or repetitive text.
     /// See [`WsConfig::enable_compression`].
     pub compression: Option<DeflateConfig>,
+    /// Most connections the server holds at once, counting every accepted
+    /// socket (handshakes in flight, plain HTTP requests and WebSocket
+    /// connections); one more is answered a static 503 and closed before
+    /// its request is read. App-wide: read from [`crate::App::config`] at
+    /// each accept (a route's own value is ignored). Default 65,536.
+    pub max_total_connections: Option<usize>,
+    /// Most accepted sockets still in their HTTP phase (request not yet
+    /// answered or upgraded); one more gets the static 503 at once. Bounds
+    /// what slowloris clients hold: each is at most `max_request_head` of
+    /// buffer for at most `handshake_timeout`. App-wide like
+    /// `max_total_connections`. Default 4096.
+    pub max_pending_handshakes: Option<usize>,
+    /// How many leading bits of an IPv6 address make one client for
+    /// `max_connections_per_ip` (0-128; IPv4 and IPv4-mapped IPv6
+    /// addresses count per address). Default 64: a single host can take
+    /// any address of its /64, so counting per address would not limit it.
+    pub ipv6_prefix_len: u8,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers are believed
+    /// (see [`crate::Cidr`] and [`WsConfig::trusted_proxies`]). Default
+    /// empty: the headers are ignored and the TCP peer is the client.
+    pub trusted_proxies: Vec<crate::Cidr>,
 }
 
 impl Default for WsConfig {
@@ -135,6 +156,10 @@ impl Default for WsConfig {
             max_connections_per_ip: None,
             max_request_head: 16 * 1024,
             compression: None,
+            max_total_connections: Some(65_536),
+            max_pending_handshakes: Some(4096),
+            ipv6_prefix_len: crate::hub::IPV6_PREFIX_LEN,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -206,6 +231,12 @@ setters! {
     max_connections_per_ip: Option<usize>;
     /// Sets `max_request_head`.
     max_request_head: usize;
+    /// Sets `max_total_connections` (app-wide; `None`: no cap).
+    max_total_connections: Option<usize>;
+    /// Sets `max_pending_handshakes` (app-wide; `None`: no cap).
+    max_pending_handshakes: Option<usize>;
+    /// Sets `ipv6_prefix_len` (values over 128 count as 128).
+    ipv6_prefix_len: u8;
 }
 
 impl WsConfig {
@@ -226,6 +257,37 @@ impl WsConfig {
     pub fn allowed_origins<I: IntoIterator<Item = S>, S: Into<String>>(self, origins: I) -> Self {
         let origins: Vec<String> = origins.into_iter().map(Into::into).collect();
         self.check_origin(move |req| req.header("origin").map_or(true, |o| origins.iter().any(|a| a == o)))
+    }
+
+    /// Accepts only requests whose `Origin` names the host they were sent
+    /// to (its host and port equal the `Host` header's), or that carry no
+    /// `Origin` (non-browser clients send none): the one-line defence
+    /// against cross-site WebSocket hijacking. See [`crate::same_origin`].
+    ///
+    /// ```
+    /// let config = blaze_server::WsConfig::default().same_origin();
+    /// assert!(config.check_origin.is_some());
+    /// ```
+    pub fn same_origin(self) -> Self {
+        self.check_origin(crate::origin::same_origin)
+    }
+
+    /// Believes `Forwarded` (RFC 7239) and `X-Forwarded-For` only when the
+    /// TCP peer is one of `proxies`. The client is then the rightmost
+    /// address in those headers that is not itself a trusted proxy: the
+    /// per-IP limit counts it and `ws.remote_addr()` / `Request::remote_addr`
+    /// report it (with the port the header gave, else 0). From any other
+    /// peer the headers are ignored. A connection with no remote address
+    /// (a Unix socket) has no peer to trust: its headers are ignored too.
+    ///
+    /// ```
+    /// let config = blaze_server::WsConfig::default()
+    ///     .trusted_proxies(["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()]);
+    /// assert_eq!(config.trusted_proxies.len(), 2);
+    /// ```
+    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = crate::Cidr>) -> Self {
+        self.trusted_proxies = proxies.into_iter().collect();
+        self
     }
 
     /// Turns permessage-deflate on (with the current or default settings:

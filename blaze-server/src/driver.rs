@@ -119,6 +119,7 @@ impl<R: Runtime, T: Transport> Future for Driver<R, T> {
                 }
                 Phase::Running => {
                     std::task::ready!(this.poll_connection(cx));
+                    this.report_lost();
                     this.sleep = None;
                     this.phase = Phase::ShuttingDown(this.rt.now() + Duration::from_secs(1));
                 }
@@ -169,6 +170,17 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             let mut buf = std::mem::take(&mut self.read_buf);
             self.ws.shared.lock().conn.handle_read(&mut buf, now);
             self.read_buf = buf;
+        }
+    }
+
+    /// Tells the handler (after `on_close`) about messages a send accepted
+    /// that never reached the transport: nothing is lost silently.
+    fn report_lost(&self) {
+        let (messages, bytes) = self.ws.shared.lock().conn.unsent();
+        if messages > 0 {
+            tracing::debug!(id = %self.ws.id(), messages, bytes, "accepted messages never written");
+            let error = WsError::Lost { messages, bytes };
+            self.call(|h, ws| h.on_error(ws, &error));
         }
     }
 

@@ -30,6 +30,19 @@ pub enum WsError {
     /// Reading or writing the socket failed.
     #[error("transport error: {0}")]
     Io(String),
+    /// Messages that a send accepted (`Ok`) never reached the socket: the
+    /// connection ended first (a backpressure close discarded its queue,
+    /// the peer went away, the close or drain deadline passed with output
+    /// still queued). Reported once, after `on_close`, when the
+    /// connection's task ends; never for a connection that wrote
+    /// everything. `bytes` are frame bytes, headers included.
+    #[error("{messages} accepted messages ({bytes} bytes) never reached the socket")]
+    Lost {
+        /// How many messages.
+        messages: u64,
+        /// Their size on the wire.
+        bytes: u64,
+    },
 }
 
 /// Why a send did not queue a message.

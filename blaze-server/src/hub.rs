@@ -43,14 +43,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// How many leading bits of an IPv6 address make one client for
-/// `max_connections_per_ip`. A /64 is the smallest prefix a site is
-/// normally given (one LAN, one SLAAC subnet), so a single host can take
-/// as many addresses from it as it likes; counting per address would let
-/// it walk straight past the limit.
-///
-/// A constant for now: making it configurable needs a `WsConfig` field,
-/// which belongs in `config.rs`.
+/// The default of `WsConfig::ipv6_prefix_len`: how many leading bits of
+/// an IPv6 address make one client for `max_connections_per_ip`. A /64 is
+/// the smallest prefix a site is normally given (one LAN, one SLAAC
+/// subnet), so a single host can take as many addresses from it as it
+/// likes; counting per address would let it walk straight past the limit.
 pub(crate) const IPV6_PREFIX_LEN: u8 = 64;
 
 /// The key a client's address is counted under by `max_connections_per_ip`:
@@ -59,24 +56,24 @@ pub(crate) const IPV6_PREFIX_LEN: u8 = 64;
 /// * an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`, what a dual-stack
 ///   `[::]` listener reports for an IPv4 client) is the IPv4 address, so
 ///   the same client counts once whichever socket family it arrived on;
-/// * any other IPv6 address is its /[`IPV6_PREFIX_LEN`] network (the
-///   remaining bits zeroed), so every address in one /64 shares one count.
+/// * any other IPv6 address is its /`prefix_len` network (the remaining
+///   bits zeroed; `WsConfig::ipv6_prefix_len`, default
+///   [`IPV6_PREFIX_LEN`]), so every address in one /64 shares one count.
 ///
-/// The key is only for counting: `ws.remote_addr()` and
-/// `Request::remote_addr` still report the peer's address as accepted.
-/// Connections without a remote address (a transport that has none, such
-/// as a Unix socket) are not counted per IP at all: `max_connections_per_ip`
-/// never rejects them, though `max_connections` still does. Behind a
-/// reverse proxy every client has the proxy's address, so they all share
-/// one count; forwarded-for headers are not consulted.
-pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
+/// The key is only for counting. Connections without a remote address (a
+/// transport that has none, such as a Unix socket) are not counted per IP
+/// at all: `max_connections_per_ip` never rejects them, though
+/// `max_connections` and `max_total_connections` still do. Behind a
+/// reverse proxy the address is the proxy's unless the proxy is listed in
+/// `WsConfig::trusted_proxies` (then it is the forwarded client's).
+pub(crate) fn ip_key(ip: IpAddr, prefix_len: u8) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => {
                 let bits = u128::from(v6);
-                let mask = u128::MAX.checked_shl(128 - u32::from(IPV6_PREFIX_LEN)).unwrap_or(0);
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix_len.min(128))).unwrap_or(0);
                 IpAddr::V6(Ipv6Addr::from(bits & mask))
             }
         },
@@ -95,9 +92,8 @@ impl Hub {
     }
 
     /// Counts a new connection against its route's limits. `ip` is the
-    /// peer's address as accepted; it is counted under [`ip_key`] (mapped
-    /// IPv4 as IPv4, IPv6 by /64). With no address (`None`) only the
-    /// route's `max_connections` applies.
+    /// client's key ([`ip_key`]: mapped IPv4 as IPv4, IPv6 by its prefix).
+    /// With no address (`None`) only the route's `max_connections` applies.
     pub(crate) fn admit(
         &self,
         route: &str,
@@ -112,7 +108,7 @@ impl Hub {
         }
         if let Some(ip) = ip {
             let mut per_ip = lock(&self.per_ip);
-            let key = (route.to_owned(), ip_key(ip));
+            let key = (route.to_owned(), ip);
             let ip_count = per_ip.get(&key).copied().unwrap_or(0);
             if max_ip.is_some_and(|max| ip_count >= max) {
                 return Err(AdmitError::IpFull);
@@ -134,7 +130,7 @@ impl Hub {
         }
         if let Some(ip) = ip {
             let mut per_ip = lock(&self.per_ip);
-            let key = (route.to_owned(), ip_key(ip));
+            let key = (route.to_owned(), ip);
             if let Some(count) = per_ip.get_mut(&key) {
                 *count -= 1;
                 if *count == 0 {
@@ -264,43 +260,55 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn key(ip: IpAddr) -> IpAddr {
+        ip_key(ip, IPV6_PREFIX_LEN)
+    }
+
+    #[test]
+    fn prefix_length_is_a_parameter() {
+        assert_eq!(ip_key(ip("2001:db8:1:2::1"), 48), ip("2001:db8:1::"));
+        assert_eq!(ip_key(ip("2001:db8:1:2::1"), 128), ip("2001:db8:1:2::1"));
+        assert_eq!(ip_key(ip("2001:db8:1:2::1"), 0), ip("::"));
+        assert_eq!(ip_key(ip("2001:db8:1:2::1"), 200), ip("2001:db8:1:2::1"));
+    }
+
     #[test]
     fn ipv4_is_its_own_key() {
-        assert_eq!(ip_key(ip("1.2.3.4")), ip("1.2.3.4"));
-        assert_ne!(ip_key(ip("1.2.3.4")), ip_key(ip("1.2.3.5")));
+        assert_eq!(key(ip("1.2.3.4")), ip("1.2.3.4"));
+        assert_ne!(key(ip("1.2.3.4")), key(ip("1.2.3.5")));
     }
 
     #[test]
     fn ipv4_mapped_ipv6_counts_as_ipv4() {
-        assert_eq!(ip_key(ip("::ffff:1.2.3.4")), ip("1.2.3.4"));
-        assert_eq!(ip_key(ip("::ffff:127.0.0.1")), ip_key(ip("127.0.0.1")));
+        assert_eq!(key(ip("::ffff:1.2.3.4")), ip("1.2.3.4"));
+        assert_eq!(key(ip("::ffff:127.0.0.1")), key(ip("127.0.0.1")));
         // IPv4-compatible (deprecated, `::1.2.3.4`) is not mapped: an IPv6 /64.
-        assert_eq!(ip_key(ip("::1.2.3.4")), ip("::"));
+        assert_eq!(key(ip("::1.2.3.4")), ip("::"));
     }
 
     #[test]
     fn ipv6_in_one_slash_64_share_a_key() {
-        assert_eq!(ip_key(ip("2001:db8:1:2::1")), ip_key(ip("2001:db8:1:2:ffff:eeee:dddd:cccc")));
-        assert_eq!(ip_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
-        assert_eq!(ip_key(ip("::1")), ip("::"));
+        assert_eq!(key(ip("2001:db8:1:2::1")), key(ip("2001:db8:1:2:ffff:eeee:dddd:cccc")));
+        assert_eq!(key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(key(ip("::1")), ip("::"));
     }
 
     #[test]
     fn ipv6_in_different_slash_64s_do_not() {
-        assert_ne!(ip_key(ip("2001:db8:1:2::1")), ip_key(ip("2001:db8:1:3::1")));
-        assert_ne!(ip_key(ip("2001:db8:1:2::1")), ip_key(ip("2001:db9:1:2::1")));
+        assert_ne!(key(ip("2001:db8:1:2::1")), key(ip("2001:db8:1:3::1")));
+        assert_ne!(key(ip("2001:db8:1:2::1")), key(ip("2001:db9:1:2::1")));
     }
 
     #[test]
     fn admit_counts_mapped_and_plain_ipv4_together() {
         let hub = Hub::default();
-        assert!(hub.admit("/r", Some(ip("127.0.0.1")), None, Some(1)).is_ok());
-        assert!(matches!(hub.admit("/r", Some(ip("::ffff:127.0.0.1")), None, Some(1)), Err(AdmitError::IpFull)));
-        hub.release("/r", Some(ip("::ffff:127.0.0.1")));
-        assert!(hub.admit("/r", Some(ip("::ffff:127.0.0.1")), None, Some(1)).is_ok());
-        assert!(hub.admit("/r", Some(ip("2001:db8::1")), None, Some(1)).is_ok());
-        assert!(matches!(hub.admit("/r", Some(ip("2001:db8::2")), None, Some(1)), Err(AdmitError::IpFull)));
-        assert!(hub.admit("/r", Some(ip("2001:db8:0:1::1")), None, Some(1)).is_ok());
+        assert!(hub.admit("/r", Some(key(ip("127.0.0.1"))), None, Some(1)).is_ok());
+        assert!(matches!(hub.admit("/r", Some(key(ip("::ffff:127.0.0.1"))), None, Some(1)), Err(AdmitError::IpFull)));
+        hub.release("/r", Some(key(ip("::ffff:127.0.0.1"))));
+        assert!(hub.admit("/r", Some(key(ip("::ffff:127.0.0.1"))), None, Some(1)).is_ok());
+        assert!(hub.admit("/r", Some(key(ip("2001:db8::1"))), None, Some(1)).is_ok());
+        assert!(matches!(hub.admit("/r", Some(key(ip("2001:db8::2"))), None, Some(1)), Err(AdmitError::IpFull)));
+        assert!(hub.admit("/r", Some(key(ip("2001:db8:0:1::1"))), None, Some(1)).is_ok());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod admission;
 mod app;
 mod client;
 mod config;
@@ -18,7 +19,9 @@ mod error;
 mod handler;
 mod hub;
 mod locals;
+mod origin;
 mod outgoing;
+mod proxy;
 mod rate;
 mod request;
 mod router;
@@ -34,7 +37,9 @@ pub use error::{SendError, WsError};
 pub use handler::{Callbacks, Handler};
 pub use hub::ConnectionSummary;
 pub use locals::Extensions;
+pub use origin::same_origin;
 pub use outgoing::{IntoMessage, IntoPrepared, Json};
+pub use proxy::{Cidr, CidrParseError};
 pub use request::{guard, Guard, HttpHandler, Request, Response};
 pub use runtime::{Accepted, BoxFuture, Listener, Runtime, Transport};
 pub use socket::{ConnInfo, WebSocket, WsStream};

@@ -37,7 +37,11 @@ pub struct Request {
     /// counts IPv4-mapped addresses as their IPv4 address and other IPv6
     /// addresses by their /64; a connection with no address (`None`, e.g. a
     /// Unix socket) is never limited per IP, only by `max_connections`.
-    /// Behind a proxy this is the proxy's address.
+    /// Behind a proxy this is the proxy's address, unless the proxy is in
+    /// `WsConfig::trusted_proxies` (the route's for WebSocket routes, the
+    /// app's for plain ones): then it is the client the proxy forwarded
+    /// for (`Forwarded` / `X-Forwarded-For`, rightmost untrusted hop; port
+    /// 0 if the header gave none), and that is what the per-IP limit counts.
     pub remote_addr: Option<SocketAddr>,
     /// The server's address.
     pub local_addr: Option<SocketAddr>,

@@ -19,21 +19,45 @@ use crate::hub::AdmitError;
 use crate::locals::Extensions;
 use crate::handler::panic_message;
 use crate::request::{Guard, Request, Response};
-use crate::runtime::{read_buf, shutdown, timeout, write_all, Accepted, Listener, Runtime, Transport};
+use crate::admission::{read_or_shutdown, PhaseRead};
+use crate::runtime::{shutdown, timeout, write_all, Accepted, Listener, Runtime, Transport};
 use crate::socket::{ConnInfo, ConnInner, ConnShared, Spawner, WebSocket};
 
 /// Largest body a plain HTTP route accepts (413 above).
-const MAX_HTTP_BODY: usize = 1 << 20;
+pub(crate) const MAX_HTTP_BODY: usize = 1 << 20;
+/// First and longest pause of the accept loop after a failed accept.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// Tasks still running for this server (handshakes and connections), so
-/// shutdown can wait for every `on_close`.
+/// shutdown can wait for every `on_close`, and (`.1`) how many of them are
+/// still in their HTTP phase (for `max_pending_handshakes`), and (`.2`)
+/// how many rejected sockets are being answered 503 (admission.rs).
 #[derive(Debug, Default)]
-pub(crate) struct TaskCount(AtomicUsize);
+pub(crate) struct TaskCount(pub(crate) AtomicUsize, pub(crate) AtomicUsize, pub(crate) AtomicUsize);
 
-pub(crate) struct TaskGuard(Arc<TaskCount>);
+/// Counts one task in [`TaskCount`]; in the HTTP phase until
+/// [`TaskGuard::handshake_done`].
+pub(crate) struct TaskGuard(Arc<TaskCount>, bool);
+
+impl TaskGuard {
+    fn new(tasks: &Arc<TaskCount>) -> TaskGuard {
+        tasks.0.fetch_add(1, Ordering::SeqCst);
+        tasks.1.fetch_add(1, Ordering::SeqCst);
+        TaskGuard(tasks.clone(), true)
+    }
+
+    /// The connection upgraded: no longer a pending handshake.
+    fn handshake_done(&mut self) {
+        if std::mem::take(&mut self.1) {
+            self.0 .1.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
+        self.handshake_done();
         self.0 .0.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -48,6 +72,7 @@ impl App {
             let rt = rt.clone();
             Arc::new(move |future| rt.spawn(future))
         };
+        let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
             let accepted = poll_fn(|cx| {
                 if self.inner.shutdown.is_triggered() {
@@ -64,18 +89,25 @@ impl App {
             match accepted {
                 None => break,
                 Some(Ok(accepted)) => {
-                    tasks.0.fetch_add(1, Ordering::SeqCst);
-                    let guard = TaskGuard(tasks.clone());
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    if crate::admission::over_global_caps(self, &tasks) {
+                        crate::admission::reject_busy(&rt, accepted.io, &tasks).await;
+                        continue;
+                    }
+                    let guard = TaskGuard::new(&tasks);
                     let app = self.clone();
                     let task_rt = rt.clone();
                     let spawner = spawner.clone();
                     rt.spawn(Box::pin(handle_connection(app, task_rt, spawner, accepted, guard)));
                 }
                 Some(Err(err)) => {
-                    // Out of file descriptors and the like: back off briefly
-                    // instead of spinning; the listener stays open.
-                    tracing::warn!("accept failed: {err}");
-                    rt.sleep_until(rt.now() + Duration::from_millis(20)).await;
+                    // Out of file descriptors (EMFILE, ENFILE) and the like:
+                    // back off (doubling, up to ACCEPT_BACKOFF_MAX) instead
+                    // of spinning; the listener stays open and the loop
+                    // goes on once descriptors are free again.
+                    tracing::warn!(backoff = ?backoff, "accept failed: {err}");
+                    crate::admission::sleep_or_shutdown(&rt, &self.inner.shutdown, backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 }
             }
         }
@@ -128,10 +160,11 @@ async fn handle_connection<R: Runtime, T: Transport>(
             Err(err) => return respond_and_close(&rt, &mut io, err.to_response()).await,
         }
         buf.reserve(1024);
-        match timeout(&rt, reader.poll_timeout(), read_buf(&mut io, &mut buf)).await {
-            None => return respond_and_close(&rt, &mut io, HandshakeError::Timeout.to_response()).await,
-            Some(Ok(0)) | Some(Err(_)) => return,
-            Some(Ok(_)) => {}
+        match read_or_shutdown(&rt, &app.inner.shutdown, reader.poll_timeout(), &mut io, &mut buf).await {
+            PhaseRead::TimedOut => return respond_and_close(&rt, &mut io, HandshakeError::Timeout.to_response()).await,
+            PhaseRead::ShuttingDown => return respond_and_close(&rt, &mut io, shutting_down()).await,
+            PhaseRead::Read(Some(0) | None) => return,
+            PhaseRead::Read(Some(_)) => {}
         }
     };
     let is_upgrade = request.header_all("upgrade").any(|v| v.to_ascii_lowercase().contains("websocket"));
@@ -160,7 +193,12 @@ async fn handle_connection<R: Runtime, T: Transport>(
         (Some((route, params)), _) if is_upgrade => {
             upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard).await
         }
-        (_, Some((route, params))) => serve_http(&rt, io, buf, request, &route, params, ctx, &reader).await,
+        (_, Some((route, params))) => {
+            // Plain routes have no config of their own: the app's proxies.
+            let remote_addr = crate::proxy::client_addr(ctx.remote_addr, &request, &config.trusted_proxies);
+            let ctx = Ctx { remote_addr, ..ctx };
+            serve_http(&rt, io, buf, request, &route, params, ctx, &reader, &app.inner.shutdown).await
+        }
         // A WebSocket route asked for without an upgrade: 426.
         (Some((route, params)), None) => {
             upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard).await
@@ -220,6 +258,9 @@ async fn upgrade<R: Runtime, T: Transport>(
             }
         }
     }
+    // Behind a trusted proxy the client is who the proxy says (proxy.rs);
+    // guards, the per-IP limit and the handler all see that address.
+    let ctx = Ctx { remote_addr: crate::proxy::client_addr(ctx.remote_addr, &upgrade.request, &config.trusted_proxies), ..ctx };
     let request = to_request(&upgrade.request, params, ctx, Bytes::new());
     let mut locals = Extensions::new();
     for guard in &route.guards {
@@ -229,7 +270,12 @@ async fn upgrade<R: Runtime, T: Transport>(
     }
     let hub = app.inner.hub.clone();
     let route_key = route.pattern.as_str();
-    let ip = ctx.remote_addr.map(|a| a.ip());
+    let ip = ctx.remote_addr.map(|a| crate::hub::ip_key(a.ip(), config.ipv6_prefix_len));
+    if app.inner.shutdown.is_triggered() {
+        // Shutdown started while this request was being judged: no 101
+        // for a connection the drain may already have passed by.
+        return respond_and_close(&rt, &mut io, shutting_down()).await;
+    }
     if let Err(err) = hub.admit(route_key, ip, config.max_connections, config.max_connections_per_ip) {
         let response = match err {
             AdmitError::RouteFull => Response::text(503, "too many connections"),
@@ -275,8 +321,16 @@ async fn upgrade<R: Runtime, T: Transport>(
         spawner,
     });
     hub.register(shared.clone());
+    if app.inner.shutdown.is_triggered() {
+        // The drain may have listed the registry before this connection
+        // joined it: close it here (1001 right after the 101), so no
+        // connection outlives `serve` (issue 10).
+        let _ = WebSocket { shared: shared.clone() }.close(CloseCode::GOING_AWAY, "server shutting down");
+    }
     tracing::debug!(%id, path = %shared.info.path, remote = ?ctx.remote_addr, "connection open");
     let limits = DriverLimits::from_config(&config);
+    let mut guard = guard;
+    guard.handshake_done();
     let release = Release { hub, id, route: Arc::from(route_key), ip, _task: guard };
     let driver = Driver::new(rt.clone(), io, WebSocket { shared }, handler.clone(), limits, leftover, Some(release));
     // A task of its own: the handshake's state (request, route, config)
@@ -353,6 +407,7 @@ async fn serve_http<R: Runtime, T: Transport>(
     params: Vec<(String, String)>,
     ctx: Ctx,
     reader: &RequestReader,
+    shutdown_signal: &crate::shutdown::Shutdown,
 ) {
     let RouteKind::Http { handler, .. } = &route.kind else { return };
     if request.header("transfer-encoding").is_some() {
@@ -371,10 +426,11 @@ async fn serve_http<R: Runtime, T: Transport>(
         // announcing 1 MB and sending nothing holds a few KiB, and a real
         // body grows the buffer by doubling (issue 10).
         buf.reserve((length - buf.len()).min(buf.len().max(8 * 1024)));
-        match timeout(rt, reader.poll_timeout(), read_buf(&mut io, &mut buf)).await {
-            None => return respond_and_close(rt, &mut io, HandshakeError::Timeout.to_response()).await,
-            Some(Ok(0)) | Some(Err(_)) => return,
-            Some(Ok(_)) => {}
+        match read_or_shutdown(rt, shutdown_signal, reader.poll_timeout(), &mut io, &mut buf).await {
+            PhaseRead::TimedOut => return respond_and_close(rt, &mut io, HandshakeError::Timeout.to_response()).await,
+            PhaseRead::ShuttingDown => return respond_and_close(rt, &mut io, shutting_down()).await,
+            PhaseRead::Read(Some(0) | None) => return,
+            PhaseRead::Read(Some(_)) => {}
         }
     }
     let body = buf.split_to(length).freeze();
@@ -387,6 +443,11 @@ async fn serve_http<R: Runtime, T: Transport>(
     let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&request)))
         .unwrap_or_else(|_| Response::text(500, "internal server error"));
     respond_and_close(rt, &mut io, response).await;
+}
+
+/// What a request gets once shutdown has started.
+fn shutting_down() -> Response {
+    Response::text(503, "server shutting down")
 }
 
 /// Writes a response and closes the connection (responses that do not

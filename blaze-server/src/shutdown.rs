@@ -1,14 +1,21 @@
 //! A one-shot, many-waiter shutdown signal, runtime-independent.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 #[derive(Debug, Default)]
 pub(crate) struct Shutdown {
     triggered: AtomicBool,
     waiters: Mutex<Vec<Waker>>,
+    /// Waiters that come and go (each handshake in flight): removed when
+    /// their [`Triggered`] is dropped, so they do not pile up.
+    transient: Mutex<HashMap<u64, Waker>>,
+    next_key: AtomicU64,
 }
 
 impl Shutdown {
@@ -17,6 +24,16 @@ impl Shutdown {
         for waker in self.waiters.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
             waker.wake();
         }
+        for (_, waker) in self.transient.lock().unwrap_or_else(PoisonError::into_inner).drain() {
+            waker.wake();
+        }
+    }
+
+    /// Completes once `trigger` has been called; unlike [`Shutdown::wait`]
+    /// its waker is forgotten when it is dropped (for the many short-lived
+    /// waiters, such as each handshake in flight).
+    pub(crate) fn triggered(&self) -> Triggered<'_> {
+        Triggered { shutdown: self, key: None }
     }
 
     pub(crate) fn is_triggered(&self) -> bool {
@@ -44,5 +61,37 @@ impl Shutdown {
     /// Re-arms the signal so the app can be served again.
     pub(crate) fn reset(&self) {
         self.triggered.store(false, Ordering::SeqCst);
+    }
+}
+
+/// See [`Shutdown::triggered`].
+pub(crate) struct Triggered<'a> {
+    shutdown: &'a Shutdown,
+    key: Option<u64>,
+}
+
+impl Future for Triggered<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shutdown.is_triggered() {
+            return Poll::Ready(());
+        }
+        let shutdown = self.shutdown;
+        let key = *self.key.get_or_insert_with(|| shutdown.next_key.fetch_add(1, Ordering::Relaxed));
+        let mut transient = self.shutdown.transient.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.shutdown.is_triggered() {
+            return Poll::Ready(());
+        }
+        transient.insert(key, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Triggered<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.shutdown.transient.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+        }
     }
 }

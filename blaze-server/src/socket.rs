@@ -34,7 +34,8 @@ pub struct ConnInfo {
     pub query: Vec<(String, String)>,
     /// Request headers, names lowercased.
     pub headers: Vec<(String, String)>,
-    /// The peer's address.
+    /// The peer's address; behind a trusted proxy
+    /// (`WsConfig::trusted_proxies`), the client it forwarded for.
     pub remote_addr: Option<SocketAddr>,
     /// Our address.
     pub local_addr: Option<SocketAddr>,
@@ -183,6 +184,21 @@ impl fmt::Debug for WebSocket {
 impl WebSocket {
     /// Sends a message: a `&str`/`String` as text, `Bytes`/`Vec<u8>` as
     /// binary, [`Json`] as JSON text.
+    ///
+    /// # What `Ok` guarantees
+    ///
+    /// `Ok` means the message was queued, in order after every message
+    /// sent before it; it does not wait for the socket. Every message a
+    /// send accepted then has exactly one of two fates: it is written
+    /// whole to the socket (handed to the OS; delivery to the peer is
+    /// then TCP's business, and a peer that vanishes may still never read
+    /// it), or it is counted in the one [`WsError::Lost`] that `on_error`
+    /// gets after `on_close` (the queue was discarded by the backpressure
+    /// close policy, the peer went away, or a close or drain deadline
+    /// passed with it still queued). [`WebSocket::unsent`] says how many
+    /// are still waiting at any moment. `Err` means it was not queued at
+    /// all ([`SendError`]: closed, over `max_backpressure`, not
+    /// serializable).
     pub fn send(&self, message: impl IntoMessage) -> Result<(), SendError> {
         self.queue(message.into_message()?, Connection::send)
     }
@@ -205,6 +221,13 @@ impl WebSocket {
             }
             send(&mut inner.conn, message).map_err(SendError::from)
         })
+    }
+
+    /// Messages a send accepted that have not yet been written whole to
+    /// the socket, and their bytes. Once the connection has ended, these
+    /// were lost (and `on_error` got [`WsError::Lost`] with the same count).
+    pub fn unsent(&self) -> (u64, u64) {
+        self.shared.lock().conn.unsent()
     }
 
     /// Whether permessage-deflate was negotiated on this connection.

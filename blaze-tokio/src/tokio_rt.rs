@@ -84,6 +84,10 @@ impl Accept for tokio::net::UnixListener {
     }
 }
 
+/// First and longest pause after a failed accept.
+const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Feeds connections from an [`Accept`] running in its own task to the
 /// server's accept loop.
 pub(crate) struct ChannelListener<S> {
@@ -94,15 +98,33 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ChannelListener<S> {
     pub(crate) fn spawn<A: Accept<Stream = S>>(mut acceptor: A) -> ChannelListener<S> {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
+            let mut backoff = ACCEPT_BACKOFF_MIN;
             loop {
                 tokio::select! {
                     // The server stopped: drop the listener, freeing its port.
                     _ = tx.closed() => return,
-                    accepted = acceptor.accept() => {
-                        if tx.send(accepted).await.is_err() {
-                            return;
+                    accepted = acceptor.accept() => match accepted {
+                        Ok(accepted) => {
+                            backoff = ACCEPT_BACKOFF_MIN;
+                            if tx.send(Ok(accepted)).await.is_err() {
+                                return;
+                            }
                         }
-                    }
+                        Err(err) => {
+                            // Out of descriptors (EMFILE/ENFILE): the listener
+                            // stays readable, so accepting again at once would
+                            // spin and fill the channel with stale errors that
+                            // the server would then work through after the
+                            // descriptors are back. Report it (if there is
+                            // room) and back off here, at the source.
+                            let _ = tx.try_send(Err(err));
+                            tokio::select! {
+                                _ = tx.closed() => return,
+                                _ = tokio::time::sleep(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                        }
+                    },
                 }
             }
         });

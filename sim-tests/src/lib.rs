@@ -72,7 +72,9 @@ pub fn ms(d: Duration) -> u64 {
 // ---------------------------------------------------------------------------
 
 /// The seeds to run: `SIM_SEED=N` (one), `SIM_SEEDS=N` (`1..=N`), or the
-/// scenario's fixed CI set.
+/// scenario's fixed CI set followed by [`fresh_seeds`]: every run also
+/// explores seeds no run has tried before (as TigerBeetle's VOPR does),
+/// and a failure on one prints the command that replays it.
 pub fn seeds(ci: &[u64]) -> Vec<u64> {
     if let Ok(seed) = std::env::var("SIM_SEED") {
         return vec![seed.trim().parse().expect("SIM_SEED must be a number")];
@@ -81,7 +83,36 @@ pub fn seeds(ci: &[u64]) -> Vec<u64> {
         let n: u64 = n.trim().parse().expect("SIM_SEEDS must be a number");
         return (1..=n).collect();
     }
-    ci.to_vec()
+    let mut seeds = ci.to_vec();
+    seeds.extend(fresh_seeds());
+    seeds
+}
+
+/// How many fresh seeds each scenario tries after its CI set:
+/// `SIM_FRESH=N`, default 2 (`SIM_FRESH=0`: the fixed set only).
+pub fn fresh_count() -> u64 {
+    std::env::var("SIM_FRESH").ok().map_or(2, |n| n.trim().parse().expect("SIM_FRESH must be a number"))
+}
+
+/// [`fresh_count`] seeds drawn from the wall clock and the process id
+/// (the only place the harness reads either: each seed then drives a
+/// fully deterministic run). Kept in `1_000..1_000_000_000` so they never
+/// repeat the small CI seeds and stay short to type.
+pub fn fresh_seeds() -> Vec<u64> {
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 32);
+    (0..fresh_count())
+        .map(|_| {
+            // splitmix64
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            1_000 + (z ^ (z >> 31)) % 999_999_000
+        })
+        .collect()
 }
 
 /// Runs `scenario` once per seed. A failure (any panic: a failed
@@ -90,7 +121,12 @@ pub fn seeds(ci: &[u64]) -> Vec<u64> {
 /// fails the test.
 pub fn run_seeds(test: &str, ci: &[u64], scenario: impl Fn(u64)) {
     install_panic_hook();
-    for seed in seeds(ci) {
+    let seeds = seeds(ci);
+    let fresh: Vec<u64> = seeds.iter().copied().filter(|s| !ci.contains(s)).collect();
+    if std::env::var_os("SIM_SEED").is_none() && std::env::var_os("SIM_SEEDS").is_none() && !fresh.is_empty() {
+        eprintln!("simulation `{test}`: CI seeds {ci:?}, fresh seeds {fresh:?} (replay one: SIM_SEED=<seed> cargo test -p sim-tests {test} -- --exact --nocapture)");
+    }
+    for seed in seeds {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(seed)));
         if let Err(panic) = result {
             eprintln!(

@@ -306,8 +306,9 @@ impl Connection {
         if self.state != State::Closed {
             self.finish(CloseCode::ABNORMAL, String::new(), CloseCause::TransportClosed);
         }
-        // Nothing more can be written either.
-        self.outbound = Outbound::default();
+        // Nothing more can be written either (what was queued is counted
+        // by `unsent`: lost).
+        self.outbound.clear();
     }
 
     /// Fires every deadline due at `now`.
@@ -429,6 +430,15 @@ impl Connection {
     /// Bytes held for a message whose fragments are still arriving.
     pub fn buffered_bytes(&self) -> usize {
         self.assembler.buffered()
+    }
+
+    /// Messages a send accepted that have not been written whole to the
+    /// transport yet, and their bytes (frame headers included). Control
+    /// frames (pings, pongs, close) are not counted. Once the connection
+    /// [`is_finished`](Connection::is_finished), these never will be: a
+    /// backpressure close discarded them, or the transport ended first.
+    pub fn unsent(&self) -> (u64, u64) {
+        self.outbound.unsent()
     }
 
     /// Whether there is output to write.
@@ -734,6 +744,7 @@ impl Connection {
 
     fn note_sent(&mut self) {
         self.sent_since_idle_arm = true;
+        self.outbound.mark_data();
     }
 }
 

@@ -15,8 +15,16 @@ use bytes::{Buf, Bytes, BytesMut};
 pub(crate) struct Outbound {
     chunks: VecDeque<Bytes>,
     tail: BytesMut,
-    /// Absolute offset (bytes ever queued) where each queued frame ends.
+    /// Absolute offset (bytes ever queued) where each queued frame ends;
+    /// [`DATA_FRAME`] set on the frames of messages (not control frames).
     frame_ends: VecDeque<u64>,
+    /// Message frames ever queued and their bytes, and how many of those
+    /// were written whole: the difference is what was accepted and has not
+    /// (yet) reached the transport (see [`Outbound::unsent`]).
+    data_queued: u64,
+    data_queued_bytes: u64,
+    data_written: u64,
+    data_written_bytes: u64,
     queued_total: u64,
     written_total: u64,
     /// Where the last fully written frame ended.
@@ -26,6 +34,9 @@ pub(crate) struct Outbound {
 /// Frames smaller than this are copied into the tail buffer; larger ones
 /// are queued by reference (copying 16 KiB costs about what an iovec does).
 pub(crate) const COPY_THRESHOLD: usize = 16 * 1024;
+
+/// Marks a frame end as a message's (offsets stay far below 2^63).
+const DATA_FRAME: u64 = 1 << 63;
 
 impl Outbound {
     /// Unsent bytes.
@@ -86,6 +97,45 @@ impl Outbound {
         self.frame_ends.push_back(self.queued_total);
     }
 
+    /// Marks the frame just queued as a message's, so it is counted by
+    /// [`Outbound::unsent`] until written whole.
+    pub(crate) fn mark_data(&mut self) {
+        if self.frame_ends.is_empty() {
+            return;
+        }
+        self.data_queued += 1;
+        self.data_queued_bytes += self.last_frame_len();
+        if let Some(end) = self.frame_ends.back_mut() {
+            *end |= DATA_FRAME;
+        }
+    }
+
+    fn last_frame_len(&self) -> u64 {
+        let n = self.frame_ends.len();
+        let end = self.frame_ends[n - 1] & !DATA_FRAME;
+        let start = if n >= 2 { self.frame_ends[n - 2] & !DATA_FRAME } else { self.completed_end };
+        end - start
+    }
+
+    /// Messages queued and not yet written whole, and their bytes (frame
+    /// headers included). Once the connection is finished, these never
+    /// will be: they were lost.
+    pub(crate) fn unsent(&self) -> (u64, u64) {
+        (self.data_queued - self.data_written, self.data_queued_bytes - self.data_written_bytes)
+    }
+
+    /// Drops everything unsent (the transport is gone); the counts of
+    /// [`Outbound::unsent`] are kept.
+    pub(crate) fn clear(&mut self) {
+        *self = Outbound {
+            data_queued: self.data_queued,
+            data_queued_bytes: self.data_queued_bytes,
+            data_written: self.data_written,
+            data_written_bytes: self.data_written_bytes,
+            ..Outbound::default()
+        };
+    }
+
     /// Fills `out` with the unsent bytes in order; returns how many slices
     /// it filled.
     pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
@@ -126,7 +176,12 @@ impl Outbound {
                 }
             }
         }
-        while let Some(&end) = self.frame_ends.front().filter(|&&end| end <= self.written_total) {
+        while let Some(&tagged) = self.frame_ends.front().filter(|&&end| end & !DATA_FRAME <= self.written_total) {
+            let end = tagged & !DATA_FRAME;
+            if tagged & DATA_FRAME != 0 {
+                self.data_written += 1;
+                self.data_written_bytes += end - self.completed_end;
+            }
             self.completed_end = end;
             self.frame_ends.pop_front();
         }
@@ -143,7 +198,7 @@ impl Outbound {
         // fully written one ended.
         let front_started = self.written_total > self.completed_end;
         let keep_until = match self.frame_ends.front() {
-            Some(&end) if front_started => end,
+            Some(&end) if front_started => end & !DATA_FRAME,
             _ => self.written_total,
         };
         let keep = (keep_until - self.written_total) as usize;
@@ -162,7 +217,7 @@ impl Outbound {
         self.chunks = kept;
         self.tail = BytesMut::new();
         self.queued_total = keep_until;
-        self.frame_ends.retain(|&end| end <= keep_until);
+        self.frame_ends.retain(|&end| end & !DATA_FRAME <= keep_until);
         dropped
     }
 }
@@ -203,6 +258,42 @@ mod tests {
         assert_eq!(contents(&out), b"456789");
         out.push_encoded(|b| b.extend_from_slice(b"CLOSE"));
         assert_eq!(contents(&out), b"456789CLOSE");
+    }
+
+    #[test]
+    fn unsent_counts_messages_until_written_whole() {
+        let mut out = Outbound::default();
+        out.push_encoded(|b| b.extend_from_slice(b"0123456789"));
+        out.mark_data();
+        out.push_encoded(|b| b.extend_from_slice(b"PING"));
+        out.push_shared(&Bytes::from(vec![7u8; 300]));
+        out.mark_data();
+        assert_eq!(out.unsent(), (2, 310));
+        out.advance(9);
+        assert_eq!(out.unsent(), (2, 310), "a half-written frame has not reached the transport");
+        out.advance(1);
+        assert_eq!(out.unsent(), (1, 300));
+        out.advance(4 + 100);
+        // The discard keeps the started frame: it may still go out whole.
+        assert_eq!(out.discard_unstarted(), 0);
+        assert_eq!(out.unsent(), (1, 300));
+        out.clear();
+        assert_eq!(out.unsent(), (1, 300), "cleared by EOF: lost, and still counted");
+    }
+
+    #[test]
+    fn discarded_messages_stay_unsent() {
+        let mut out = Outbound::default();
+        for _ in 0..3 {
+            out.push_encoded(|b| b.extend_from_slice(b"abcd"));
+            out.mark_data();
+        }
+        out.advance(6);
+        assert_eq!(out.discard_unstarted(), 4);
+        assert_eq!(out.unsent(), (2, 8));
+        out.advance(2);
+        assert_eq!(out.unsent(), (1, 4));
+        assert!(out.is_empty());
     }
 
     #[test]

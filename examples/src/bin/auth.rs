@@ -4,8 +4,14 @@
 //! `cargo run -p blaze-examples --bin auth` then connect to
 //! `ws://127.0.0.1:8083/secure?token=alice-token` (or send
 //! `Authorization: Bearer alice-token`). Without a token: 401.
+//!
+//! The route also refuses cross-site pages (`same_origin()`: 403 for a
+//! browser page on another origin). A token in a cookie would otherwise
+//! let any site the user visits open this socket as them (cross-site
+//! WebSocket hijacking, see SECURITY.md); clients that send no `Origin`
+//! (curl, native apps) are let through to the token check.
 
-use blaze_tokio::{guard, App, Callbacks, Response};
+use blaze_tokio::{guard, App, Callbacks, Response, WsConfig};
 
 /// The authenticated user, attached by the guard, read by the handler.
 #[derive(Clone, Debug)]
@@ -34,8 +40,9 @@ async fn main() -> std::io::Result<()> {
         }
         None => Err(Response::text(401, "missing or invalid token")),
     });
-    app.ws(
+    app.ws_with_config(
         "/secure",
+        WsConfig::default().same_origin(),
         Callbacks::new()
             .on_open(|ws| {
                 let user = ws.local::<User>().expect("the guard attached the user");

@@ -4,6 +4,7 @@
 
 mod determinism;
 mod fanout;
+mod hostile;
 mod model_check;
 mod partition;
 mod restart;
