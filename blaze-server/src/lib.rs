@@ -18,6 +18,7 @@ mod error;
 mod handler;
 mod hub;
 mod locals;
+mod metrics;
 mod outgoing;
 mod rate;
 mod request;

@@ -44,6 +44,7 @@ impl App {
     /// adapters call this; applications call the adapter's `serve`.
     pub async fn serve_with<R: Runtime, L: Listener>(&self, rt: R, mut listener: L) -> std::io::Result<()> {
         let tasks = Arc::new(TaskCount::default());
+        crate::metrics::init();
         let spawner: Spawner = {
             let rt = rt.clone();
             Arc::new(move |future| rt.spawn(future))
@@ -69,7 +70,9 @@ impl App {
                     let app = self.clone();
                     let task_rt = rt.clone();
                     let spawner = spawner.clone();
-                    rt.spawn(Box::pin(handle_connection(app, task_rt, spawner, accepted, guard)));
+                    let span = connection_span(accepted.remote_addr);
+                    let task = handle_connection(app, task_rt, spawner, accepted, guard);
+                    rt.spawn(Box::pin(tracing::Instrument::instrument(task, span)));
                 }
                 Some(Err(err)) => {
                     // Out of file descriptors and the like: back off briefly
@@ -245,7 +248,10 @@ async fn upgrade<R: Runtime, T: Transport>(
         hub.release(route_key, ip);
         return;
     }
+    crate::metrics::http_response(101);
     let id = hub.next_id();
+    let span = tracing::Span::current();
+    span.record("id", tracing::field::display(id)).record("route", route_key);
     let now = rt.now();
     let mut conn = Connection::new(Role::Server, config.connection_config(0), now);
     if let Some((params, deflate_config)) = &deflate {
@@ -269,6 +275,7 @@ async fn upgrade<R: Runtime, T: Transport>(
             pending_close: None,
             pending_abort: false,
             inbox: None,
+            metrics: Default::default(),
         }),
         locals: Mutex::new(locals),
         hub: Some(hub.clone()),
@@ -277,11 +284,20 @@ async fn upgrade<R: Runtime, T: Transport>(
     hub.register(shared.clone());
     tracing::debug!(%id, path = %shared.info.path, remote = ?ctx.remote_addr, "connection open");
     let limits = DriverLimits::from_config(&config);
-    let release = Release { hub, id, route: Arc::from(route_key), ip, _task: guard };
+    let _metrics = crate::metrics::OpenConnection::new(route_key);
+    let release = Release { hub, id, route: Arc::from(route_key), ip, _metrics, _task: guard };
     let driver = Driver::new(rt.clone(), io, WebSocket { shared }, handler.clone(), limits, leftover, Some(release));
     // A task of its own: the handshake's state (request, route, config)
     // is freed now instead of living as long as the connection.
-    rt.spawn(Box::pin(driver));
+    rt.spawn(Box::pin(tracing::Instrument::instrument(driver, span)));
+}
+
+/// The span every log line of one connection is in: its remote address
+/// from the start, its id and route once upgraded. At `info` so that a
+/// connection's warnings and errors carry them under the usual filters.
+fn connection_span(remote_addr: Option<SocketAddr>) -> tracing::Span {
+    let remote = remote_addr.map(tracing::field::display);
+    tracing::info_span!("conn", id = tracing::field::Empty, route = tracing::field::Empty, remote)
 }
 
 /// Gives back what an upgraded connection holds in the hub when its
@@ -291,6 +307,8 @@ pub(crate) struct Release {
     id: blaze_proto::ConnId,
     route: Arc<str>,
     ip: Option<std::net::IpAddr>,
+    /// The open-connections gauge, down again on drop (feature `metrics`).
+    _metrics: crate::metrics::OpenConnection,
     _task: TaskGuard,
 }
 
@@ -392,6 +410,7 @@ async fn serve_http<R: Runtime, T: Transport>(
 /// Writes a response and closes the connection (responses that do not
 /// upgrade always close: these are pages and rejections, not an API server).
 async fn respond_and_close<R: Runtime, T: Transport>(rt: &R, io: &mut T, response: Response) {
+    crate::metrics::http_response(response.status);
     if response.status >= 400 {
         tracing::debug!(status = response.status, "request rejected");
     }
