@@ -251,7 +251,7 @@ async fn upgrade<R: Runtime, T: Transport>(
     crate::metrics::http_response(101);
     let id = hub.next_id();
     let span = tracing::Span::current();
-    span.record("id", tracing::field::display(id)).record("route", route_key);
+    span.record("id", tracing::field::display(id)).record("route", tracing::field::display(route_key));
     let now = rt.now();
     let mut conn = Connection::new(Role::Server, config.connection_config(0), now);
     if let Some((params, deflate_config)) = &deflate {
