@@ -108,6 +108,16 @@ pub struct WsConfig {
     /// messages rarely repay; turn it on for large or repetitive text.
     /// See [`WsConfig::enable_compression`].
     pub compression: Option<DeflateConfig>,
+    /// Requests a plain HTTP connection may carry (HTTP/1.1 keep-alive,
+    /// so a page and its assets load over one connection); the last
+    /// response says `Connection: close`. Default 100; 1 closes after
+    /// every response. Bounds how long one client holds a connection.
+    pub http_keep_alive_requests: usize,
+    /// How long a kept-alive connection may wait for its next request
+    /// before it is closed (nginx's `keepalive_timeout`). Default 5 s.
+    /// Each request's head then has `handshake_timeout` and
+    /// `max_request_head`, as the first one has.
+    pub http_keep_alive_timeout: Duration,
 }
 
 impl Default for WsConfig {
@@ -135,6 +145,8 @@ impl Default for WsConfig {
             max_connections_per_ip: None,
             max_request_head: 16 * 1024,
             compression: None,
+            http_keep_alive_requests: 100,
+            http_keep_alive_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -206,6 +218,10 @@ setters! {
     max_connections_per_ip: Option<usize>;
     /// Sets `max_request_head`.
     max_request_head: usize;
+    /// Sets `http_keep_alive_requests`.
+    http_keep_alive_requests: usize;
+    /// Sets `http_keep_alive_timeout`.
+    http_keep_alive_timeout: Duration;
 }
 
 impl WsConfig {

@@ -17,6 +17,7 @@ mod driver;
 mod error;
 mod handler;
 mod hub;
+mod keep_alive;
 mod locals;
 mod metrics;
 mod outgoing;

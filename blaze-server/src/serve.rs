@@ -16,6 +16,7 @@ use blaze_proto::{CloseCode, Connection, Role};
 use crate::app::{App, Route, RouteKind};
 use crate::driver::{Driver, DriverLimits};
 use crate::hub::AdmitError;
+use crate::keep_alive::{self, HttpConn};
 use crate::locals::Extensions;
 use crate::handler::panic_message;
 use crate::request::{Guard, Request, Response};
@@ -120,10 +121,31 @@ async fn handle_connection<R: Runtime, T: Transport>(
     accepted: Accepted<T>,
     guard: TaskGuard,
 ) {
-    let Accepted { mut io, remote_addr, local_addr } = accepted;
+    let Accepted { io, remote_addr, local_addr } = accepted;
+    let ctx = Ctx { remote_addr, local_addr };
+    let mut next = Some(HttpConn { io, buf: BytesMut::with_capacity(1024), served: 0, guard });
+    while let Some(conn) = next.take() {
+        handle_request(app.clone(), rt.clone(), spawner.clone(), conn, ctx, &mut next).await;
+    }
+}
+
+/// One request of a connection; a connection kept alive after it comes
+/// back in `next` (see [`crate::keep_alive`]).
+async fn handle_request<R: Runtime, T: Transport>(
+    app: App,
+    rt: R,
+    spawner: Spawner,
+    conn: HttpConn<T>,
+    ctx: Ctx,
+    next: &mut Option<HttpConn<T>>,
+) {
+    let HttpConn { mut io, mut buf, served, guard } = conn;
     let config = app.current_config();
+    let idle = config.http_keep_alive_timeout;
+    if served > 0 && !keep_alive::wait_for_request(&rt, &mut io, &mut buf, idle, &app.inner.shutdown).await {
+        return;
+    }
     let reader = RequestReader::new(config.handshake_limits(), rt.now());
-    let mut buf = BytesMut::with_capacity(1024);
     let mut request = loop {
         match reader.read(&mut buf) {
             Ok(Some(request)) => break request,
@@ -158,12 +180,16 @@ async fn handle_connection<R: Runtime, T: Transport>(
             _ => {}
         }
     }
-    let ctx = Ctx { remote_addr, local_addr };
     match (ws_route, http_route) {
         (Some((route, params)), _) if is_upgrade => {
             upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard).await
         }
-        (_, Some((route, params))) => serve_http(&rt, io, buf, request, &route, params, ctx, &reader).await,
+        (_, Some((route, params))) => {
+            let room = served + 1 < config.http_keep_alive_requests;
+            let mut kept = None;
+            serve_http(&rt, io, buf, request, &route, params, ctx, &reader, room, &mut kept).await;
+            *next = kept.map(|(io, buf)| HttpConn { io, buf, served: served + 1, guard });
+        }
         // A WebSocket route asked for without an upgrade: 426.
         (Some((route, params)), None) => {
             upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard).await
@@ -371,8 +397,11 @@ async fn serve_http<R: Runtime, T: Transport>(
     params: Vec<(String, String)>,
     ctx: Ctx,
     reader: &RequestReader,
+    room: bool,
+    kept: &mut Option<(T, BytesMut)>,
 ) {
     let RouteKind::Http { handler, .. } = &route.kind else { return };
+    let keep_alive = room && keep_alive::requested(&request);
     if request.header("transfer-encoding").is_some() {
         // No chunked bodies here; guessing a length would desynchronize
         // the request from what a proxy in front of us saw (RFC 9112 §6.1).
@@ -404,11 +433,17 @@ async fn serve_http<R: Runtime, T: Transport>(
     }
     let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&request)))
         .unwrap_or_else(|_| Response::text(500, "internal server error"));
+    if keep_alive::keeps(keep_alive, &response) {
+        if keep_alive::respond(rt, &mut io, &response).await {
+            *kept = Some((io, buf));
+        }
+        return;
+    }
     respond_and_close(rt, &mut io, response).await;
 }
 
-/// Writes a response and closes the connection (responses that do not
-/// upgrade always close: these are pages and rejections, not an API server).
+/// Writes a response and closes the connection (rejections, and pages
+/// whose client or request bound asks to close; see [`crate::keep_alive`]).
 async fn respond_and_close<R: Runtime, T: Transport>(rt: &R, io: &mut T, response: Response) {
     crate::metrics::http_response(response.status);
     if response.status >= 400 {
