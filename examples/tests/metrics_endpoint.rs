@@ -136,7 +136,7 @@ fn websocket_traffic_moves_the_prometheus_counters() {
     let sent = value(&metrics, "blaze_sent_bytes_total");
     assert!(sent >= 5.0 * 2.0 + 7.0 * 5.0, "{sent}");
     let writes = value(&metrics, "blaze_write_calls_total");
-    assert!(writes >= 3.0 && writes <= 12.0, "{writes}");
+    assert!((3.0..=12.0).contains(&writes), "{writes}");
 
     // The room closes: the gauge goes back to zero.
     a.close(normal()).unwrap();
