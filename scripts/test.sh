@@ -33,6 +33,11 @@ step "blaze-proto stays sans-io (no clock, threads or sockets in the library)" \
 # results. The bound is far above a normal run (about 5 minutes here).
 step "cargo test --workspace" timeout --kill-after=30 2400 cargo test --workspace --no-fail-fast
 
+# The `metrics` feature is off in the workspace build (it must cost
+# nothing there); its example is scraped over HTTP here.
+step "metrics feature: the Prometheus example scraped after real traffic" \
+    timeout --kill-after=30 900 cargo test -p blaze-examples --features metrics --test metrics_endpoint
+
 step "fuzz crate tests and seed replay" bash scripts/fuzz-tests.sh
 
 step "external clients" bash scripts/test-external.sh

@@ -188,6 +188,7 @@ pub async fn connect_with<R: Runtime, T: Transport>(
             pending_close: None,
             pending_abort: false,
             inbox: Some(Box::default()),
+            metrics: Default::default(),
         }),
         locals: Mutex::new(Extensions::new()),
         hub: None,

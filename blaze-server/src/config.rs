@@ -129,6 +129,16 @@ pub struct WsConfig {
     /// (see [`crate::Cidr`] and [`WsConfig::trusted_proxies`]). Default
     /// empty: the headers are ignored and the TCP peer is the client.
     pub trusted_proxies: Vec<crate::Cidr>,
+    /// Requests a plain HTTP connection may carry (HTTP/1.1 keep-alive,
+    /// so a page and its assets load over one connection); the last
+    /// response says `Connection: close`. Default 100; 1 closes after
+    /// every response. Bounds how long one client holds a connection.
+    pub http_keep_alive_requests: usize,
+    /// How long a kept-alive connection may wait for its next request
+    /// before it is closed (nginx's `keepalive_timeout`). Default 5 s.
+    /// Each request's head then has `handshake_timeout` and
+    /// `max_request_head`, as the first one has.
+    pub http_keep_alive_timeout: Duration,
 }
 
 impl Default for WsConfig {
@@ -160,6 +170,8 @@ impl Default for WsConfig {
             max_pending_handshakes: Some(4096),
             ipv6_prefix_len: crate::hub::IPV6_PREFIX_LEN,
             trusted_proxies: Vec::new(),
+            http_keep_alive_requests: 100,
+            http_keep_alive_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -237,6 +249,10 @@ setters! {
     max_pending_handshakes: Option<usize>;
     /// Sets `ipv6_prefix_len` (values over 128 count as 128).
     ipv6_prefix_len: u8;
+    /// Sets `http_keep_alive_requests`.
+    http_keep_alive_requests: usize;
+    /// Sets `http_keep_alive_timeout`.
+    http_keep_alive_timeout: Duration;
 }
 
 impl WsConfig {

@@ -87,6 +87,7 @@ pub(crate) struct Driver<R: Runtime, T: Transport> {
     write_stalled_since: Option<Instant>,
     closed_at: Option<Instant>,
     phase: Phase,
+    stats: crate::metrics::ConnStats,
     /// Dropped with the driver: unregisters the connection (server side).
     _release: Option<Release>,
 }
@@ -118,7 +119,9 @@ impl<R: Runtime, T: Transport> Future for Driver<R, T> {
                     this.phase = Phase::Running;
                 }
                 Phase::Running => {
-                    std::task::ready!(this.poll_connection(cx));
+                    let poll = this.poll_connection(cx);
+                    this.stats.flush();
+                    std::task::ready!(poll);
                     this.report_lost();
                     this.sleep = None;
                     this.phase = Phase::ShuttingDown(this.rt.now() + Duration::from_secs(1));
@@ -157,6 +160,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             write_stalled_since: None,
             closed_at: None,
             phase: Phase::Opening,
+            stats: crate::metrics::ConnStats::new(release.is_some()),
             _release: release,
         }
     }
@@ -305,7 +309,8 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                 self.ws.shared.lock().conn.handle_eof();
                 true
             }
-            Poll::Ready(Ok(_)) => {
+            Poll::Ready(Ok(n)) => {
+                self.stats.read(n);
                 self.last_read = now;
                 self.ws.shared.lock().conn.handle_read(&mut self.read_buf, now);
                 true
@@ -352,8 +357,14 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             let Some(event) = event else { break };
             progress = true;
             match event {
-                Event::Message(message) => self.on_message(message, now),
-                Event::Dropped { len } => self.call(|h, ws| h.on_error(ws, &WsError::Dropped { len })),
+                Event::Message(message) => {
+                    self.stats.message_received();
+                    self.on_message(message, now)
+                }
+                Event::Dropped { len } => {
+                    self.stats.backpressure_drop();
+                    self.call(|h, ws| h.on_error(ws, &WsError::Dropped { len }))
+                }
                 Event::Closed(info) => {
                     self.closed_at = Some(now);
                     if let Some(hub) = &self.ws.shared.hub {
@@ -364,6 +375,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                         self.call(|h, ws| h.on_error(ws, &err));
                     }
                     tracing::debug!(id = %self.ws.id(), code = info.code.0, cause = ?info.cause, "connection closed");
+                    self.stats.closed(&info);
                     self.call(|h, ws| h.on_close(ws, info.code.0, &info.reason));
                 }
                 Event::Ping(_) | Event::Pong(_) => {}
@@ -376,6 +388,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     fn on_message(&mut self, message: Message, now: Instant) {
         if let Some(bucket) = &mut self.rate {
             if !bucket.take(now) {
+                self.stats.rate_limited();
                 let action = self.limits.rate_limit.map(|l| l.action).unwrap_or_default();
                 self.call(|h, ws| h.on_error(ws, &WsError::RateLimited));
                 match action {
@@ -414,11 +427,13 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
         let mut progress = false;
         let shared = self.ws.shared.clone();
         let mut inner = shared.lock();
+        self.stats.take_sent(&mut inner.metrics);
         while inner.conn.wants_write() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let count = inner.conn.transmit_slices(&mut slices);
             match self.io.poll_write_vectored(cx, &slices[..count]) {
                 Poll::Ready(Ok(n)) if n > 0 => {
+                    self.stats.write(n);
                     inner.conn.advance_transmit(n);
                     self.write_stalled_since = None;
                     progress = true;

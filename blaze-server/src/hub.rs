@@ -181,6 +181,7 @@ impl Hub {
         let registry = lock(&self.registry);
         let sent = deliver(registry.path_members(&path), &prepared, except);
         self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
+        crate::metrics::broadcast(sent, prepared.compressions());
         Ok(sent)
     }
 
@@ -195,6 +196,7 @@ impl Hub {
         let registry = lock(&self.registry);
         let sent = deliver(registry.topic_members(topic), &prepared, except);
         self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
+        crate::metrics::broadcast(sent, prepared.compressions());
         Ok(sent)
     }
 

@@ -16,6 +16,7 @@ use blaze_proto::{CloseCode, Connection, Role};
 use crate::app::{App, Route, RouteKind};
 use crate::driver::{Driver, DriverLimits};
 use crate::hub::AdmitError;
+use crate::keep_alive::{self, HttpConn};
 use crate::locals::Extensions;
 use crate::handler::panic_message;
 use crate::request::{Guard, Request, Response};
@@ -68,6 +69,7 @@ impl App {
     /// adapters call this; applications call the adapter's `serve`.
     pub async fn serve_with<R: Runtime, L: Listener>(&self, rt: R, mut listener: L) -> std::io::Result<()> {
         let tasks = Arc::new(TaskCount::default());
+        crate::metrics::init();
         let spawner: Spawner = {
             let rt = rt.clone();
             Arc::new(move |future| rt.spawn(future))
@@ -98,7 +100,9 @@ impl App {
                     let app = self.clone();
                     let task_rt = rt.clone();
                     let spawner = spawner.clone();
-                    rt.spawn(Box::pin(handle_connection(app, task_rt, spawner, accepted, guard)));
+                    let span = connection_span(accepted.remote_addr);
+                    let task = handle_connection(app, task_rt, spawner, accepted, guard);
+                    rt.spawn(Box::pin(tracing::Instrument::instrument(task, span)));
                 }
                 Some(Err(err)) => {
                     // Out of file descriptors (EMFILE, ENFILE) and the like:
@@ -149,10 +153,31 @@ async fn handle_connection<R: Runtime, T: Transport>(
     accepted: Accepted<T>,
     guard: TaskGuard,
 ) {
-    let Accepted { mut io, remote_addr, local_addr } = accepted;
+    let Accepted { io, remote_addr, local_addr } = accepted;
+    let ctx = Ctx { remote_addr, local_addr };
+    let mut next = Some(HttpConn { io, buf: BytesMut::with_capacity(1024), served: 0, guard });
+    while let Some(conn) = next.take() {
+        handle_request(app.clone(), rt.clone(), spawner.clone(), conn, ctx, &mut next).await;
+    }
+}
+
+/// One request of a connection; a connection kept alive after it comes
+/// back in `next` (see [`crate::keep_alive`]).
+async fn handle_request<R: Runtime, T: Transport>(
+    app: App,
+    rt: R,
+    spawner: Spawner,
+    conn: HttpConn<T>,
+    ctx: Ctx,
+    next: &mut Option<HttpConn<T>>,
+) {
+    let HttpConn { mut io, mut buf, served, guard } = conn;
     let config = app.current_config();
+    let idle = config.http_keep_alive_timeout;
+    if served > 0 && !keep_alive::wait_for_request(&rt, &mut io, &mut buf, idle, &app.inner.shutdown).await {
+        return;
+    }
     let reader = RequestReader::new(config.handshake_limits(), rt.now());
-    let mut buf = BytesMut::with_capacity(1024);
     let mut request = loop {
         match reader.read(&mut buf) {
             Ok(Some(request)) => break request,
@@ -188,7 +213,6 @@ async fn handle_connection<R: Runtime, T: Transport>(
             _ => {}
         }
     }
-    let ctx = Ctx { remote_addr, local_addr };
     match (ws_route, http_route) {
         (Some((route, params)), _) if is_upgrade => {
             upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard).await
@@ -196,8 +220,12 @@ async fn handle_connection<R: Runtime, T: Transport>(
         (_, Some((route, params))) => {
             // Plain routes have no config of their own: the app's proxies.
             let remote_addr = crate::proxy::client_addr(ctx.remote_addr, &request, &config.trusted_proxies);
-            let ctx = Ctx { remote_addr, ..ctx };
-            serve_http(&rt, io, buf, request, &route, params, ctx, &reader, &app.inner.shutdown).await
+            let request_ctx = Ctx { remote_addr, ..ctx };
+            let room = served + 1 < config.http_keep_alive_requests;
+            let mut kept = None;
+            let shutdown = &app.inner.shutdown;
+            serve_http(&rt, io, buf, request, &route, params, request_ctx, &reader, shutdown, room, &mut kept).await;
+            *next = kept.map(|(io, buf)| HttpConn { io, buf, served: served + 1, guard });
         }
         // A WebSocket route asked for without an upgrade: 426.
         (Some((route, params)), None) => {
@@ -291,7 +319,10 @@ async fn upgrade<R: Runtime, T: Transport>(
         hub.release(route_key, ip);
         return;
     }
+    crate::metrics::http_response(101);
     let id = hub.next_id();
+    let span = tracing::Span::current();
+    span.record("id", tracing::field::display(id)).record("route", tracing::field::display(route_key));
     let now = rt.now();
     let mut conn = Connection::new(Role::Server, config.connection_config(0), now);
     if let Some((params, deflate_config)) = &deflate {
@@ -315,6 +346,7 @@ async fn upgrade<R: Runtime, T: Transport>(
             pending_close: None,
             pending_abort: false,
             inbox: None,
+            metrics: Default::default(),
         }),
         locals: Mutex::new(locals),
         hub: Some(hub.clone()),
@@ -331,11 +363,20 @@ async fn upgrade<R: Runtime, T: Transport>(
     let limits = DriverLimits::from_config(&config);
     let mut guard = guard;
     guard.handshake_done();
-    let release = Release { hub, id, route: Arc::from(route_key), ip, _task: guard };
+    let _metrics = crate::metrics::OpenConnection::new(route_key);
+    let release = Release { hub, id, route: Arc::from(route_key), ip, _metrics, _task: guard };
     let driver = Driver::new(rt.clone(), io, WebSocket { shared }, handler.clone(), limits, leftover, Some(release));
     // A task of its own: the handshake's state (request, route, config)
     // is freed now instead of living as long as the connection.
-    rt.spawn(Box::pin(driver));
+    rt.spawn(Box::pin(tracing::Instrument::instrument(driver, span)));
+}
+
+/// The span every log line of one connection is in: its remote address
+/// from the start, its id and route once upgraded. At `info` so that a
+/// connection's warnings and errors carry them under the usual filters.
+fn connection_span(remote_addr: Option<SocketAddr>) -> tracing::Span {
+    let remote = remote_addr.map(tracing::field::display);
+    tracing::info_span!("conn", id = tracing::field::Empty, route = tracing::field::Empty, remote)
 }
 
 /// Gives back what an upgraded connection holds in the hub when its
@@ -345,6 +386,8 @@ pub(crate) struct Release {
     id: blaze_proto::ConnId,
     route: Arc<str>,
     ip: Option<std::net::IpAddr>,
+    /// The open-connections gauge, down again on drop (feature `metrics`).
+    _metrics: crate::metrics::OpenConnection,
     _task: TaskGuard,
 }
 
@@ -408,8 +451,11 @@ async fn serve_http<R: Runtime, T: Transport>(
     ctx: Ctx,
     reader: &RequestReader,
     shutdown_signal: &crate::shutdown::Shutdown,
+    room: bool,
+    kept: &mut Option<(T, BytesMut)>,
 ) {
     let RouteKind::Http { handler, .. } = &route.kind else { return };
+    let keep_alive = room && keep_alive::requested(&request);
     if request.header("transfer-encoding").is_some() {
         // No chunked bodies here; guessing a length would desynchronize
         // the request from what a proxy in front of us saw (RFC 9112 §6.1).
@@ -442,6 +488,12 @@ async fn serve_http<R: Runtime, T: Transport>(
     }
     let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&request)))
         .unwrap_or_else(|_| Response::text(500, "internal server error"));
+    if keep_alive::keeps(keep_alive, &response) {
+        if keep_alive::respond(rt, &mut io, &response).await {
+            *kept = Some((io, buf));
+        }
+        return;
+    }
     respond_and_close(rt, &mut io, response).await;
 }
 
@@ -450,9 +502,10 @@ fn shutting_down() -> Response {
     Response::text(503, "server shutting down")
 }
 
-/// Writes a response and closes the connection (responses that do not
-/// upgrade always close: these are pages and rejections, not an API server).
+/// Writes a response and closes the connection (rejections, and pages
+/// whose client or request bound asks to close; see [`crate::keep_alive`]).
 async fn respond_and_close<R: Runtime, T: Transport>(rt: &R, io: &mut T, response: Response) {
+    crate::metrics::http_response(response.status);
     if response.status >= 400 {
         tracing::debug!(status = response.status, "request rejected");
     }

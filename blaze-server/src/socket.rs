@@ -98,6 +98,8 @@ pub(crate) struct ConnInner {
     pub(crate) pending_abort: bool,
     /// Boxed: only stream-style connections and clients have one.
     pub(crate) inbox: Option<Box<Inbox>>,
+    /// Sends counted for the driver to flush (feature `metrics`).
+    pub(crate) metrics: crate::metrics::SendCounts,
 }
 
 pub(crate) struct ConnShared {
@@ -157,7 +159,9 @@ impl ConnShared {
             if inner.pending_close.is_some() {
                 return Err(SendError::Closed);
             }
-            inner.conn.send_prepared(message).map_err(SendError::from)
+            let result = inner.conn.send_prepared(message).map_err(SendError::from);
+            inner.metrics.sent(&result, inner.conn.is_open());
+            result
         })
     }
 }
@@ -219,7 +223,9 @@ impl WebSocket {
             if inner.pending_close.is_some() {
                 return Err(SendError::Closed);
             }
-            send(&mut inner.conn, message).map_err(SendError::from)
+            let result = send(&mut inner.conn, message).map_err(SendError::from);
+            inner.metrics.sent(&result, inner.conn.is_open());
+            result
         })
     }
 

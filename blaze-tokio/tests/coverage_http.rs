@@ -50,7 +50,8 @@ async fn body_over_one_mib_is_413_and_one_mib_is_accepted() {
     assert_eq!((status, body_of(&response)), (413, "body too large"), "{response}");
     assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler ran for a refused body");
     let (status, response) = blocking(move || {
-        let mut request = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+        // Read to EOF: `Connection: close`, or the kept-alive connection idles 5 s first.
+        let mut request = b"POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1048576\r\n\r\n".to_vec();
         request.extend(std::iter::repeat(b'q').take(1 << 20));
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

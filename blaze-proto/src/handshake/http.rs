@@ -146,6 +146,17 @@ impl HttpResponse {
     /// Renders the response head and body. A 101 has no body and no
     /// `Content-Length`; every other response closes the connection.
     pub fn to_bytes(&self) -> Bytes {
+        self.render(false)
+    }
+
+    /// Renders the response like [`HttpResponse::to_bytes`], but with
+    /// `Connection: keep-alive`: the server reads another request on the
+    /// connection after it (RFC 9112 §9.3).
+    pub fn to_bytes_keep_alive(&self) -> Bytes {
+        self.render(true)
+    }
+
+    fn render(&self, keep_alive: bool) -> Bytes {
         let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
         let mut out = BytesMut::with_capacity(64 + headers + self.body.len());
         // Formatting straight into the output: no intermediate String.
@@ -156,7 +167,8 @@ impl HttpResponse {
             let _ = write!(out, "{name}: {value}\r\n");
         }
         if self.status != 101 {
-            let _ = write!(out, "Content-Length: {}\r\nConnection: close\r\n", self.body.len());
+            let connection = if keep_alive { "keep-alive" } else { "close" };
+            let _ = write!(out, "Content-Length: {}\r\nConnection: {connection}\r\n", self.body.len());
         }
         out.put_slice(b"\r\n");
         out.put_slice(&self.body);

@@ -75,16 +75,34 @@ pub fn close_code(code: u16) -> CloseCode {
     CloseCode::from(code)
 }
 
-/// Sends a raw HTTP request and returns the status line and the whole response.
+/// Sends a raw HTTP request and returns the status line and the whole
+/// response: up to EOF, or to the end of its `Content-Length` body when
+/// the server keeps the connection alive (plain HTTP routes do).
 pub fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
+    let mut bytes = Vec::new();
+    let mut chunk = [0; 4096];
+    while !kept_alive_response_complete(&bytes) {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let response = String::from_utf8_lossy(&bytes).into_owned();
     let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, response)
+}
+
+/// Whether `bytes` hold a whole response that says `Connection: keep-alive`.
+fn kept_alive_response_complete(bytes: &[u8]) -> bool {
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+    head.lines().any(|l| l.starts_with("connection:") && l.contains("keep-alive"))
+        && length.is_some_and(|length| bytes.len() >= end + 4 + length)
 }
 
 /// Runs blocking client code off the async runtime.

@@ -4,6 +4,9 @@
 //!
 //! `cargo run --release -p blaze-examples --bin echo -- --addr 127.0.0.1:9001 [--runtime tokio|async-std] [--deflate shared|dedicated]`
 //!
+//! Built with `--features metrics` it installs a Prometheus recorder
+//! (not served), so a profile shows what the metrics cost per message.
+//!
 //! `--deflate` accepts permessage-deflate (level 6, every message
 //! compressed: threshold 0); without it offers are declined, so the plain
 //! comparisons are unchanged.
@@ -59,6 +62,10 @@ fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
     let addr = arg("--addr").unwrap_or_else(|| "127.0.0.1:9001".into());
     let runtime = arg("--runtime").unwrap_or_else(|| "tokio".into());
+    // Built with `--features metrics`: a Prometheus recorder, to measure
+    // what counting costs per message (nothing scrapes it).
+    #[cfg(feature = "metrics")]
+    let _metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().map_err(std::io::Error::other)?;
     println!("echo server on ws://{addr} ({runtime})");
     match runtime.as_str() {
         "tokio" => {
