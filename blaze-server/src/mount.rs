@@ -266,3 +266,66 @@ impl App {
         async move { app.inner.shutdown.wait().await }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Callbacks;
+
+    fn request(method: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        HttpRequest {
+            method: method.into(),
+            path: "/chat".into(),
+            query: None,
+            version: 1,
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    fn app() -> App {
+        let app = App::new();
+        app.ws("/chat", Callbacks::new());
+        app
+    }
+
+    #[test]
+    fn http2_rejections_leave_out_connection_specific_headers() {
+        let plain_get = request("GET", &[("host", "a"), ("sec-websocket-version", "13")]);
+        let rejection = app().accept_mounted(MountedRequest::http2(plain_get.clone(), None)).unwrap_err();
+        assert_eq!(rejection.status, 426);
+        let names: Vec<String> = rejection.headers.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
+        assert!(names.contains(&"sec-websocket-version".to_owned()), "{names:?}");
+        assert!(!names.iter().any(|n| n == "upgrade" || n == "connection"), "{names:?}");
+        // Over HTTP/1.1 the same 426 names the upgrade it wants (RFC 6455 §4.4).
+        let rejection = app().accept_mounted(MountedRequest::http1(plain_get)).unwrap_err();
+        assert!(rejection.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("upgrade")));
+    }
+
+    #[test]
+    fn handshake_limits_and_shutdown_apply_to_mounted_requests() {
+        let app = app();
+        let connect = |extra: usize| {
+            let mut headers = vec![("host".to_owned(), "a".to_owned()), ("sec-websocket-version".to_owned(), "13".to_owned())];
+            headers.extend((0..extra).map(|i| (format!("x-{i}"), "v".to_owned())));
+            let request = HttpRequest { headers, ..request("CONNECT", &[]) };
+            MountedRequest::http2(request, Some("websocket"))
+        };
+        assert_eq!(app.accept_mounted(connect(0)).unwrap().response().status, 200);
+        let max = app.current_config().handshake_limits().max_headers;
+        assert_eq!(app.accept_mounted(connect(max)).unwrap_err().status, 431);
+        app.shutdown();
+        assert_eq!(app.accept_mounted(connect(0)).unwrap_err().status, 503);
+    }
+
+    #[test]
+    fn a_named_route_serves_any_path_and_a_missing_one_is_404() {
+        let app = app();
+        let upgrade = |path: &str, route: &str| {
+            let headers = [("host", "a"), ("sec-websocket-version", "13")];
+            let request = HttpRequest { path: path.into(), ..request("CONNECT", &headers) };
+            app.accept_mounted(MountedRequest::http2(request, Some("websocket")).route(route)).map(|u| u.response().status)
+        };
+        assert_eq!(upgrade("/ws", "/chat"), Ok(200));
+        assert_eq!(upgrade("/ws", "/nope").map_err(|r| r.status), Err(404));
+    }
+}
