@@ -33,6 +33,14 @@ step "blaze-proto stays sans-io (no clock, threads or sockets in the library)" \
 # results. The bound is far above a normal run (about 5 minutes here).
 step "cargo test --workspace" timeout --kill-after=30 2400 cargo test --workspace --no-fail-fast
 
+# Blaze mounted in axum and hyper is behind blaze-tokio's `axum` feature,
+# which the default `cargo test` leaves out: its tests, the doctests of
+# the feature's modules, and the axum_chat example build here.
+step "blaze-tokio --features axum (Blaze inside axum and hyper, HTTP/2)" \
+    timeout --kill-after=30 1200 bash -c 'cargo test -p blaze-tokio --features axum --no-fail-fast --test axum --test http2 \
+        && cargo test -p blaze-tokio --features axum --doc \
+        && cargo build -p blaze-examples --features axum --bin axum_chat'
+
 step "fuzz crate tests and seed replay" bash scripts/fuzz-tests.sh
 
 step "external clients" bash scripts/test-external.sh
