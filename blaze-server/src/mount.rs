@@ -305,7 +305,8 @@ mod tests {
     fn handshake_limits_and_shutdown_apply_to_mounted_requests() {
         let app = app();
         let connect = |extra: usize| {
-            let mut headers = vec![("host".to_owned(), "a".to_owned()), ("sec-websocket-version".to_owned(), "13".to_owned())];
+            let mut headers =
+                vec![("host".to_owned(), "a".to_owned()), ("sec-websocket-version".to_owned(), "13".to_owned())];
             headers.extend((0..extra).map(|i| (format!("x-{i}"), "v".to_owned())));
             let request = HttpRequest { headers, ..request("CONNECT", &[]) };
             MountedRequest::http2(request, Some("websocket"))
@@ -323,7 +324,8 @@ mod tests {
         let upgrade = |path: &str, route: &str| {
             let headers = [("host", "a"), ("sec-websocket-version", "13")];
             let request = HttpRequest { path: path.into(), ..request("CONNECT", &headers) };
-            app.accept_mounted(MountedRequest::http2(request, Some("websocket")).route(route)).map(|u| u.response().status)
+            app.accept_mounted(MountedRequest::http2(request, Some("websocket")).route(route))
+                .map(|u| u.response().status)
         };
         assert_eq!(upgrade("/ws", "/chat"), Ok(200));
         assert_eq!(upgrade("/ws", "/nope").map_err(|r| r.status), Err(404));

@@ -52,7 +52,11 @@ use crate::{TokioIo, TokioRuntime};
 /// use it). Return the response from your service; the connection runs
 /// on Blaze once hyper upgrades it (HTTP/1.1 needs `with_upgrades()` on
 /// the connection).
-pub fn upgrade<B>(app: &blaze_server::App, request: Request<B>, remote_addr: Option<SocketAddr>) -> Response<Full<Bytes>> {
+pub fn upgrade<B>(
+    app: &blaze_server::App,
+    request: Request<B>,
+    remote_addr: Option<SocketAddr>,
+) -> Response<Full<Bytes>> {
     upgrade_mounted(app, request, None, remote_addr)
 }
 

@@ -36,9 +36,12 @@ async fn serve_axum(router: Router, app: Option<&App>) -> (SocketAddr, tokio::ta
 
 fn echo_app() -> App {
     let app = App::new();
-    app.ws("/echo", Callbacks::new().on_message(|ws, msg| {
-        let _ = ws.send(msg);
-    }));
+    app.ws(
+        "/echo",
+        Callbacks::new().on_message(|ws, msg| {
+            let _ = ws.send(msg);
+        }),
+    );
     app
 }
 
@@ -118,15 +121,16 @@ async fn echo_and_rest_share_one_axum_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_reaches_clients_of_axum_and_of_blazes_own_listener() {
     let app = App::new();
-    app.ws("/chat", Callbacks::new().on_message(|ws, msg| {
-        let _ = ws.broadcast(format!("{}: {msg}", ws.path()));
-    }));
+    app.ws(
+        "/chat",
+        Callbacks::new().on_message(|ws, msg| {
+            let _ = ws.broadcast(format!("{}: {msg}", ws.path()));
+        }),
+    );
     let (axum_addr, _axum) = serve_axum(router_for(&app), None).await;
     let (blaze_addr, _blaze) = serve(&app).await;
-    let (mut via_axum, mut via_blaze, mut via_name) = blocking(move || {
-        (connect(axum_addr, "/chat"), connect(blaze_addr, "/chat"), connect(axum_addr, "/ws"))
-    })
-    .await;
+    let (mut via_axum, mut via_blaze, mut via_name) =
+        blocking(move || (connect(axum_addr, "/chat"), connect(blaze_addr, "/chat"), connect(axum_addr, "/ws"))).await;
     // `/ws` serves the route `/chat` by name: it counts under `/chat`.
     assert!(eventually(Duration::from_secs(10), || app.connection_count("/chat") == 3).await);
     assert_eq!(app.broadcast("/chat", "from the app").unwrap(), 3);
@@ -149,15 +153,16 @@ async fn broadcast_reaches_clients_of_axum_and_of_blazes_own_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_params_topics_subprotocols_and_compression_through_axum() {
     let app = App::new();
-    let config = WsConfig::default()
-        .subprotocols(["v2.chat", "v1.chat"])
-        .enable_compression(true);
+    let config = WsConfig::default().subprotocols(["v2.chat", "v1.chat"]).enable_compression(true);
     app.config(config);
-    app.ws("/rooms/:room", Callbacks::new().on_open(|ws| {
-        let room = ws.param("room").unwrap_or_default().to_owned();
-        ws.join(&room);
-        let _ = ws.send(format!("room {room}, protocol {:?}", ws.protocol()));
-    }));
+    app.ws(
+        "/rooms/:room",
+        Callbacks::new().on_open(|ws| {
+            let room = ws.param("room").unwrap_or_default().to_owned();
+            ws.join(&room);
+            let _ = ws.send(format!("room {room}, protocol {:?}", ws.protocol()));
+        }),
+    );
     let (addr, _server) = serve_axum(router_for(&app), None).await;
     let mut client = blocking(move || {
         let mut request = format!("ws://{addr}/rooms/blue").into_client_request().unwrap();
@@ -179,7 +184,13 @@ async fn path_params_topics_subprotocols_and_compression_through_axum() {
     drop(client);
     // permessage-deflate is negotiated by Blaze (tungstenite does not offer it).
     let (status, head) = blocking(move || {
-        raw_response(addr, &upgrade_request("/rooms/red", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"))
+        raw_response(
+            addr,
+            &upgrade_request(
+                "/rooms/red",
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n",
+            ),
+        )
     })
     .await;
     assert_eq!(status, 101, "{head}");
@@ -190,10 +201,13 @@ async fn path_params_topics_subprotocols_and_compression_through_axum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guards_and_origin_checks_reject_with_their_status_through_axum() {
     let app = App::new();
-    app.ws("/private", Callbacks::new().on_open(|ws| {
-        let user = ws.local::<String>().unwrap_or_default();
-        let _ = ws.send(format!("hello {user}"));
-    }))
+    app.ws(
+        "/private",
+        Callbacks::new().on_open(|ws| {
+            let user = ws.local::<String>().unwrap_or_default();
+            let _ = ws.send(format!("hello {user}"));
+        }),
+    )
     .guard(guard(|req, locals| match req.bearer_token() {
         Some("secret") => {
             locals.insert(String::from("ann"));
@@ -276,9 +290,12 @@ async fn shutdown_closes_axum_connections_with_1001_and_stops_axum() {
     let app = App::new();
     app.drain_timeout(Duration::from_secs(3));
     let counter = closes.clone();
-    app.ws("/chat", Callbacks::new().on_close(move |_, _, _| {
-        counter.fetch_add(1, Ordering::SeqCst);
-    }));
+    app.ws(
+        "/chat",
+        Callbacks::new().on_close(move |_, _, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
     // One axum server stops with the app, one does not (to see the 503).
     let (addr, server) = serve_axum(router_for(&app), Some(&app)).await;
     let (other_addr, _other) = serve_axum(router_for(&app), None).await;

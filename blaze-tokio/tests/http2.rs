@@ -26,7 +26,9 @@ async fn serve_hyper(app: &App, http2: bool) -> SocketAddr {
     let app = app.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, remote)) = listener.accept().await else { return };
+            let Ok((stream, remote)) = listener.accept().await else {
+                return;
+            };
             let app = app.clone();
             let service = hyper::service::service_fn(move |request| {
                 let response = blaze_tokio::hyper::upgrade(&app, request, Some(remote));
@@ -40,7 +42,8 @@ async fn serve_hyper(app: &App, http2: bool) -> SocketAddr {
                         .serve_connection(io, service)
                         .await;
                 } else {
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).with_upgrades().await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(io, service).with_upgrades().await;
                 }
             });
         }
@@ -50,14 +53,25 @@ async fn serve_hyper(app: &App, http2: bool) -> SocketAddr {
 
 fn chat_app() -> App {
     let app = App::new();
-    app.ws("/echo", Callbacks::new().on_message(|ws, msg| {
-        let _ = ws.send(msg);
+    app.ws(
+        "/echo",
+        Callbacks::new().on_message(|ws, msg| {
+            let _ = ws.send(msg);
+        }),
+    );
+    app.ws(
+        "/chat",
+        Callbacks::new().on_message(|ws, msg| {
+            let _ = ws.broadcast(format!("{}: {msg}", ws.id()));
+        }),
+    );
+    app.ws("/private", Callbacks::new()).guard(guard(|req, _| {
+        if req.bearer_token() == Some("secret") {
+            Ok(())
+        } else {
+            Err(Response::text(401, "no"))
+        }
     }));
-    app.ws("/chat", Callbacks::new().on_message(|ws, msg| {
-        let _ = ws.broadcast(format!("{}: {msg}", ws.id()));
-    }));
-    app.ws("/private", Callbacks::new())
-        .guard(guard(|req, _| if req.bearer_token() == Some("secret") { Ok(()) } else { Err(Response::text(401, "no")) }));
     app
 }
 
@@ -127,10 +141,14 @@ async fn http2_requests_blaze_refuses_get_its_status() {
         Some(426)
     );
     // The connection survives all of that and still upgrades.
-    let mut ws =
-        h2_client::open(&mut h2, addr, "/private", &[("sec-websocket-version", "13"), ("authorization", "Bearer secret")])
-            .await
-            .unwrap();
+    let mut ws = h2_client::open(
+        &mut h2,
+        addr,
+        "/private",
+        &[("sec-websocket-version", "13"), ("authorization", "Bearer secret")],
+    )
+    .await
+    .unwrap();
     assert!(eventually(Duration::from_secs(10), || app.connection_count("/private") == 1).await);
     blocking(move || ws.close(None)).await.unwrap();
 }
@@ -140,9 +158,12 @@ async fn shutdown_closes_http2_websockets_with_1001() {
     let closes = Arc::new(AtomicUsize::new(0));
     let app = App::new();
     let counter = closes.clone();
-    app.ws("/chat", Callbacks::new().on_close(move |_, _, _| {
-        counter.fetch_add(1, Ordering::SeqCst);
-    }));
+    app.ws(
+        "/chat",
+        Callbacks::new().on_close(move |_, _, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
     let addr = serve_hyper(&app, true).await;
     let mut h2 = h2_client::h2_connect(addr).await;
     let mut clients = Vec::new();

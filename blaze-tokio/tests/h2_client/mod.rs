@@ -36,7 +36,12 @@ pub async fn h2_connect(addr: SocketAddr) -> SendRequest<Bytes> {
 
 /// Opens a WebSocket on a new stream of `send`: `Err(status)` when the
 /// server does not answer 200. `headers` go on the CONNECT.
-pub async fn open(send: &mut SendRequest<Bytes>, addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<H2Ws, u16> {
+pub async fn open(
+    send: &mut SendRequest<Bytes>,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<H2Ws, u16> {
     open_with(send, addr, "CONNECT", Some("websocket"), path, headers).await
 }
 
@@ -59,7 +64,8 @@ pub async fn open_with(
     let request = request.body(()).unwrap();
     let end_of_stream = method != "CONNECT";
     let (response, mut send_stream) = send.send_request(request, end_of_stream).expect("send request");
-    let response = tokio::time::timeout(Duration::from_secs(10), response).await.expect("a response").expect("response");
+    let response =
+        tokio::time::timeout(Duration::from_secs(10), response).await.expect("a response").expect("response");
     if response.status() != 200 {
         return Err(response.status().as_u16());
     }

@@ -59,7 +59,8 @@ fn chat_app() -> App {
                 if name_of(ws).is_none() {
                     let name: String = msg.name.chars().take(32).collect();
                     ws.set_local(Name(name.clone()));
-                    let _ = ws.broadcast(BlazeJson(Outgoing::Join { name: &name, online: online.connection_count("/chat") }));
+                    let _ = ws
+                        .broadcast(BlazeJson(Outgoing::Join { name: &name, online: online.connection_count("/chat") }));
                 }
                 let name = name_of(ws).unwrap_or_default();
                 let _ = ws.broadcast(BlazeJson(Outgoing::Message { name: &name, text: &msg.text }));
