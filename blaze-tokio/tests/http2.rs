@@ -192,3 +192,60 @@ async fn plain_hyper_http1_upgrades_run_on_blaze() {
     .await;
     assert!(eventually(Duration::from_secs(10), || app.connection_count("/echo") == 0).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http2_client_is_cut_off_by_backpressure_while_another_receives_everything() {
+    const LIMIT: usize = 128 * 1024;
+    const MESSAGES: usize = 64;
+    let closes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let app = App::new();
+    app.config(blaze_tokio::WsConfig::default().max_backpressure(LIMIT).close_timeout(Duration::from_secs(2)));
+    let record = closes.clone();
+    app.ws("/feed", Callbacks::new().on_close(move |ws, code, _| record.lock().unwrap().push((ws.id(), code))));
+    let addr = serve_hyper(&app, true).await;
+    // Separate HTTP/2 connections: streams of one connection share its
+    // flow-control window, so a stalled stream would stall its siblings
+    // by HTTP/2's rules, not Blaze's.
+    let mut stalled_conn = h2_client::h2_connect(addr).await;
+    let stalled = h2_client::open_stalled(&mut stalled_conn, addr, "/feed").await;
+    assert!(eventually(Duration::from_secs(10), || app.connection_count("/feed") == 1).await);
+    let stalled_id = app.connections("/feed")[0].id;
+    let mut healthy_conn = h2_client::h2_connect(addr).await;
+    let mut healthy =
+        h2_client::open(&mut healthy_conn, addr, "/feed", &[("sec-websocket-version", "13")]).await.unwrap();
+    assert!(eventually(Duration::from_secs(10), || app.connection_count("/feed") == 2).await);
+
+    let payload = "x".repeat(16 * 1024);
+    let received = Arc::new(AtomicUsize::new(0));
+    let progress = received.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        let in_order = (0..MESSAGES).all(|i| {
+            let in_order = h2_client::next_text(&mut healthy).starts_with(&format!("{i}:"));
+            progress.fetch_add(1, Ordering::SeqCst);
+            in_order
+        });
+        (in_order, healthy)
+    });
+    for i in 0..MESSAGES {
+        // Paced by the healthy client (at most 3 messages, 48 KiB, ahead
+        // of it however loaded the machine): only the stalled client's
+        // queue can pass the bound (1 MiB in all, against 128 KiB queued
+        // plus its 64 KiB flow-control window).
+        let behind = i.saturating_sub(2);
+        assert!(eventually(Duration::from_secs(20), || received.load(Ordering::SeqCst) >= behind).await);
+        app.broadcast("/feed", format!("{i}:{payload}")).unwrap();
+    }
+    let (in_order, healthy) = reader.await.unwrap();
+    assert!(in_order, "the healthy client missed or reordered messages");
+    assert!(eventually(Duration::from_secs(30), || app.connection(stalled_id).is_none()).await);
+    assert_eq!(app.connection_count("/feed"), 1, "the healthy client is still connected");
+    // on_close runs once the driver ends (the close frame cannot be
+    // written; the close timeout ends it).
+    assert!(
+        eventually(Duration::from_secs(30), || closes.lock().unwrap().iter().any(|(id, _)| *id == stalled_id)).await
+    );
+    let closes = closes.lock().unwrap().clone();
+    let (_, code) = closes.iter().find(|(id, _)| *id == stalled_id).copied().expect("the stalled one closed");
+    assert_eq!(code, 1008, "{closes:?}");
+    drop((stalled, healthy));
+}

@@ -127,3 +127,24 @@ pub fn expect_close(ws: &mut H2Ws) -> u16 {
         }
     }
 }
+
+/// Opens a WebSocket stream whose client never reads: its HTTP/2 flow
+/// control window (64 KiB) fills and stays full. Keep the streams alive.
+pub async fn open_stalled(
+    send: &mut SendRequest<Bytes>,
+    addr: SocketAddr,
+    path: &str,
+) -> (h2::SendStream<Bytes>, h2::RecvStream) {
+    let request = http::Request::builder()
+        .method("CONNECT")
+        .uri(format!("http://{addr}{path}"))
+        .header("sec-websocket-version", "13")
+        .extension(h2::ext::Protocol::from("websocket"))
+        .body(())
+        .unwrap();
+    let (response, send_stream) = send.send_request(request, false).expect("send request");
+    let response =
+        tokio::time::timeout(Duration::from_secs(10), response).await.expect("a response").expect("response");
+    assert_eq!(response.status(), 200);
+    (send_stream, response.into_body())
+}
