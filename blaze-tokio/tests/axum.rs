@@ -334,3 +334,44 @@ async fn axum_serves_websockets_over_http2_too() {
     .await;
     assert!(eventually(Duration::from_secs(10), || app.connection_count("/echo") == 0).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_run_on_axum_connections() {
+    let app = App::new();
+    app.config(
+        WsConfig::default().ping_interval(Some(Duration::from_millis(200))).pong_timeout(Duration::from_millis(500)),
+    );
+    app.ws("/chat", Callbacks::new());
+    let (addr, _server) = serve_axum(router_for(&app), None).await;
+    let (mut answering, silent) = blocking(move || (connect(addr, "/chat"), connect(addr, "/chat"))).await;
+    assert!(eventually(Duration::from_secs(10), || app.connection_count("/chat") == 2).await);
+    let answering = blocking(move || {
+        // Blaze pings; tungstenite answers each ping as it reads.
+        loop {
+            match answering.read().expect("read") {
+                tungstenite::Message::Ping(_) => break,
+                other => panic!("expected a ping, got {other:?}"),
+            }
+        }
+        answering
+    })
+    .await;
+    // The client that never reads never answers: the pong timeout drops
+    // it; the one that answers stays (it reads on in the background).
+    let keep_reading = std::thread::spawn(move || {
+        let mut answering = answering;
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if answering.read().is_err() {
+                return false;
+            }
+        }
+        true
+    });
+    assert!(eventually(Duration::from_secs(20), || app.connection_count("/chat") == 1).await);
+    assert!(
+        tokio::task::spawn_blocking(move || keep_reading.join().unwrap()).await.unwrap(),
+        "the answering client was closed"
+    );
+    drop(silent);
+}
