@@ -375,3 +375,25 @@ async fn heartbeats_run_on_axum_connections() {
     );
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_limits_apply_to_axum_connections() {
+    let app = App::new();
+    app.ws_with_config(
+        "/echo",
+        WsConfig::default().max_message_size(1024),
+        Callbacks::new().on_message(|ws, msg| {
+            let _ = ws.send(msg);
+        }),
+    );
+    let (addr, _server) = serve_axum(router_for(&app), None).await;
+    let code = blocking(move || {
+        let mut client = connect(addr, "/echo");
+        client.send("x".repeat(1024).into()).unwrap();
+        assert_eq!(next_text(&mut client).len(), 1024);
+        client.send("x".repeat(1025).into()).unwrap();
+        expect_close(&mut client).0
+    })
+    .await;
+    assert_eq!(code, 1009);
+}
