@@ -18,7 +18,7 @@ if [ "${1:-}" = "--install" ]; then
 fi
 
 echo "== building the servers under test"
-cargo build -q -p blaze-tokio --example conformance_server --example deflate_client -p blaze-examples --bins || {
+cargo build -q -p blaze-tokio --example conformance_server --example deflate_client -p blaze-examples --bins --features blaze-examples/axum || {
     echo "test-external: build failed" >&2
     exit 1
 }

@@ -37,6 +37,13 @@ step "cargo test --workspace" timeout --kill-after=30 2400 cargo test --workspac
 # nothing there); its example is scraped over HTTP here.
 step "metrics feature: the Prometheus example scraped after real traffic" \
     timeout --kill-after=30 900 cargo test -p blaze-examples --features metrics --test metrics_endpoint
+# Blaze mounted in axum and hyper is behind blaze-tokio's `axum` feature,
+# which the default `cargo test` leaves out: its tests, the doctests of
+# the feature's modules, and the axum_chat example build here.
+step "blaze-tokio --features axum (Blaze inside axum and hyper, HTTP/2)" \
+    timeout --kill-after=30 1200 bash -c 'cargo test -p blaze-tokio --features axum --no-fail-fast --test axum --test http2 \
+        && cargo test -p blaze-tokio --features axum --doc \
+        && cargo build -p blaze-examples --features axum --bin axum_chat'
 
 step "fuzz crate tests and seed replay" bash scripts/fuzz-tests.sh
 

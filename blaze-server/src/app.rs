@@ -35,6 +35,8 @@ pub(crate) struct AppInner {
     pub(crate) hub: Arc<Hub>,
     pub(crate) shutdown: Shutdown,
     pub(crate) drain_timeout: RwLock<Duration>,
+    /// Connections accepted through another HTTP server (`mount`).
+    pub(crate) mounted: crate::mount::Mounted,
 }
 
 /// A Blaze application: WebSocket and HTTP routes, and the registry of
@@ -80,6 +82,7 @@ impl App {
                 hub: Arc::new(Hub::default()),
                 shutdown: Shutdown::default(),
                 drain_timeout: RwLock::new(Duration::from_secs(10)),
+                mounted: Default::default(),
             }),
         }
     }

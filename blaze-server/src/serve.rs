@@ -56,6 +56,13 @@ impl TaskGuard {
     }
 }
 
+impl TaskCount {
+    /// Counts one more task until the guard drops.
+    pub(crate) fn enter(self: &Arc<Self>) -> TaskGuard {
+        TaskGuard::new(self)
+    }
+}
+
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.handshake_done();
@@ -123,7 +130,7 @@ impl App {
 
     /// Closes every connection with 1001 and waits (up to the drain
     /// timeout) for each to finish and run its `on_close`.
-    async fn drain<R: Runtime>(&self, rt: &R, tasks: &TaskCount) {
+    pub(crate) async fn drain<R: Runtime>(&self, rt: &R, tasks: &TaskCount) {
         let drain_timeout = *self.inner.drain_timeout.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         tracing::info!(connections = self.total_connections(), "shutting down");
         for ws in self.inner.hub.all() {
@@ -237,9 +244,9 @@ async fn handle_request<R: Runtime, T: Transport>(
 }
 
 #[derive(Clone, Copy)]
-struct Ctx {
-    remote_addr: Option<SocketAddr>,
-    local_addr: Option<SocketAddr>,
+pub(crate) struct Ctx {
+    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) local_addr: Option<SocketAddr>,
 }
 
 fn to_request(http: &HttpRequest, params: Vec<(String, String)>, ctx: Ctx, body: Bytes) -> Request {
@@ -268,70 +275,102 @@ async fn upgrade<R: Runtime, T: Transport>(
     ctx: Ctx,
     guard: TaskGuard,
 ) {
-    let RouteKind::Ws { handler, config } = &route.kind else { return };
-    let config = config.as_deref().cloned().unwrap_or_else(|| app.current_config());
-    let upgrade = match UpgradeRequest::validate(request) {
-        Ok(upgrade) => upgrade,
-        Err(err) => return respond_and_close(&rt, &mut io, err.to_response()).await,
+    let handshake = match Handshake::accept(&app, request, None, route, params, ctx) {
+        Ok(handshake) => handshake,
+        Err(response) => return respond_and_close(&rt, &mut io, response).await,
     };
-    // A panicking origin check or guard answers 500 and ends only this
-    // request; the server goes on (as for HTTP handlers).
-    if let Some(check) = &config.check_origin {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&upgrade.request))) {
-            Ok(true) => {}
-            Ok(false) => return respond_and_close(&rt, &mut io, Response::text(403, "origin not allowed")).await,
-            Err(panic) => {
-                tracing::error!(path = %upgrade.request.path, panic = %panic_message(&*panic), "check_origin panicked");
-                return respond_and_close(&rt, &mut io, Response::text(500, "internal server error")).await;
-            }
-        }
-    }
-    // Behind a trusted proxy the client is who the proxy says (proxy.rs);
-    // guards, the per-IP limit and the handler all see that address.
-    let ctx = Ctx { remote_addr: crate::proxy::client_addr(ctx.remote_addr, &upgrade.request, &config.trusted_proxies), ..ctx };
-    let request = to_request(&upgrade.request, params, ctx, Bytes::new());
-    let mut locals = Extensions::new();
-    for guard in &route.guards {
-        if let Err(response) = run_guard(guard, &request, &mut locals) {
-            return respond_and_close(&rt, &mut io, response).await;
-        }
-    }
-    let hub = app.inner.hub.clone();
-    let route_key = route.pattern.as_str();
-    let ip = ctx.remote_addr.map(|a| crate::hub::ip_key(a.ip(), config.ipv6_prefix_len));
-    if app.inner.shutdown.is_triggered() {
-        // Shutdown started while this request was being judged: no 101
-        // for a connection the drain may already have passed by.
-        return respond_and_close(&rt, &mut io, shutting_down()).await;
-    }
-    if let Err(err) = hub.admit(route_key, ip, config.max_connections, config.max_connections_per_ip) {
-        let response = match err {
-            AdmitError::RouteFull => Response::text(503, "too many connections"),
-            AdmitError::IpFull => Response::text(429, "too many connections from this address"),
-        };
-        return respond_and_close(&rt, &mut io, response).await;
-    }
-    let protocol = upgrade.select_protocol(&config.subprotocols).map(str::to_owned);
-    let deflate = config.compression.as_ref().and_then(|c| Some((upgrade.negotiate_deflate(c)?, *c)));
-    let extensions = deflate.as_ref().map(|(params, _)| params.to_header());
-    let response = upgrade.accept(protocol.as_deref(), extensions.as_deref()).to_bytes();
-    if write_all(&mut io, &response).await.is_err() {
-        hub.release(route_key, ip);
+    // Dropping the handshake on a failed write gives its admission back.
+    if write_all(&mut io, &handshake.response.to_bytes()).await.is_err() {
         return;
     }
-    crate::metrics::http_response(101);
-    let id = hub.next_id();
-    let span = tracing::Span::current();
-    span.record("id", tracing::field::display(id)).record("route", tracing::field::display(route_key));
-    let now = rt.now();
-    let mut conn = Connection::new(Role::Server, config.connection_config(0), now);
-    if let Some((params, deflate_config)) = &deflate {
-        conn.enable_deflate(params, deflate_config);
-    }
-    let shared = Arc::new(ConnShared {
-        id,
-        info: ConnInfo {
-            path: request.path.clone(),
+    handshake.start(rt, spawner, io, leftover, guard, tracing::Span::current());
+}
+
+/// An upgrade request Blaze has accepted (validated, origin-checked,
+/// guarded, admitted, subprotocol and compression negotiated) whose
+/// `response` (101, or 200 for HTTP/2) is still to be sent. Blaze's own
+/// listener and servers it is mounted in (`mount`) share it. Dropped
+/// before [`Handshake::start`], it gives its admission back.
+pub(crate) struct Handshake {
+    pub(crate) response: Response,
+    state: Option<HandshakeState>,
+}
+
+struct HandshakeState {
+    app: App,
+    hub: Arc<crate::hub::Hub>,
+    route: Arc<str>,
+    ip: Option<std::net::IpAddr>,
+    handler: Arc<dyn crate::handler::Handler>,
+    config: crate::config::WsConfig,
+    deflate: Option<(blaze_proto::deflate::DeflateParams, blaze_proto::deflate::DeflateConfig)>,
+    info: ConnInfo,
+    locals: Extensions,
+}
+
+impl Handshake {
+    /// Runs every check of a WebSocket `route` on `request`, answering the
+    /// rejection to send if one fails. `extended_connect` is the
+    /// `:protocol` of an HTTP/2 extended CONNECT (RFC 8441), `None` for an
+    /// HTTP/1.1 upgrade.
+    pub(crate) fn accept(
+        app: &App,
+        request: HttpRequest,
+        extended_connect: Option<&str>,
+        route: &Route,
+        params: Vec<(String, String)>,
+        ctx: Ctx,
+    ) -> Result<Handshake, Response> {
+        let RouteKind::Ws { handler, config } = &route.kind else {
+            return Err(Response::text(404, "not found"));
+        };
+        let config = config.as_deref().cloned().unwrap_or_else(|| app.current_config());
+        let validated = match extended_connect {
+            None => UpgradeRequest::validate(request),
+            Some(protocol) => UpgradeRequest::validate_extended_connect(request, Some(protocol)),
+        };
+        let upgrade = validated.map_err(|err| err.to_response())?;
+        // A panicking origin check or guard answers 500 and ends only this
+        // request; the server goes on (as for HTTP handlers).
+        if let Some(check) = &config.check_origin {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&upgrade.request))) {
+                Ok(true) => {}
+                Ok(false) => return Err(Response::text(403, "origin not allowed")),
+                Err(panic) => {
+                    tracing::error!(path = %upgrade.request.path, panic = %panic_message(&*panic), "check_origin panicked");
+                    return Err(Response::text(500, "internal server error"));
+                }
+            }
+        }
+        // Behind a trusted proxy the client is who the proxy says (proxy.rs);
+        // guards, the per-IP limit and the handler all see that address.
+        let remote_addr = crate::proxy::client_addr(ctx.remote_addr, &upgrade.request, &config.trusted_proxies);
+        let ctx = Ctx { remote_addr, ..ctx };
+        let request = to_request(&upgrade.request, params, ctx, Bytes::new());
+        let mut locals = Extensions::new();
+        for guard in &route.guards {
+            run_guard(guard, &request, &mut locals)?;
+        }
+        let hub = app.inner.hub.clone();
+        let route_key = route.pattern.as_str();
+        let ip = ctx.remote_addr.map(|a| crate::hub::ip_key(a.ip(), config.ipv6_prefix_len));
+        if app.inner.shutdown.is_triggered() {
+            // Shutdown started while this request was being judged: no 101
+            // for a connection the drain may already have passed by.
+            return Err(shutting_down());
+        }
+        if let Err(err) = hub.admit(route_key, ip, config.max_connections, config.max_connections_per_ip) {
+            return Err(match err {
+                AdmitError::RouteFull => Response::text(503, "too many connections"),
+                AdmitError::IpFull => Response::text(429, "too many connections from this address"),
+            });
+        }
+        let protocol = upgrade.select_protocol(&config.subprotocols).map(str::to_owned);
+        let deflate = config.compression.as_ref().and_then(|c| Some((upgrade.negotiate_deflate(c)?, *c)));
+        let extensions = deflate.as_ref().map(|(params, _)| params.to_header());
+        let response = upgrade.accept(protocol.as_deref(), extensions.as_deref());
+        let info = ConnInfo {
+            path: request.path,
             route: route_key.to_owned(),
             params: request.params,
             query: request.query,
@@ -339,42 +378,104 @@ async fn upgrade<R: Runtime, T: Transport>(
             remote_addr: ctx.remote_addr,
             local_addr: ctx.local_addr,
             protocol,
-        },
-        inner: Mutex::new(ConnInner {
-            conn,
-            driver_waker: None,
-            pending_close: None,
-            pending_abort: false,
-            inbox: None,
-            metrics: Default::default(),
-        }),
-        locals: Mutex::new(locals),
-        hub: Some(hub.clone()),
-        spawner,
-    });
-    hub.register(shared.clone());
-    if app.inner.shutdown.is_triggered() {
-        // The drain may have listed the registry before this connection
-        // joined it: close it here (1001 right after the 101), so no
-        // connection outlives `serve` (issue 10).
-        let _ = WebSocket { shared: shared.clone() }.close(CloseCode::GOING_AWAY, "server shutting down");
+        };
+        let state = HandshakeState {
+            app: app.clone(),
+            hub,
+            route: Arc::from(route_key),
+            ip,
+            handler: handler.clone(),
+            config,
+            deflate,
+            info,
+            locals,
+        };
+        Ok(Handshake { response, state: Some(state) })
     }
-    tracing::debug!(%id, path = %shared.info.path, remote = ?ctx.remote_addr, "connection open");
-    let limits = DriverLimits::from_config(&config);
-    let mut guard = guard;
-    guard.handshake_done();
-    let _metrics = crate::metrics::OpenConnection::new(route_key);
-    let release = Release { hub, id, route: Arc::from(route_key), ip, _metrics, _task: guard };
-    let driver = Driver::new(rt.clone(), io, WebSocket { shared }, handler.clone(), limits, leftover, Some(release));
-    // A task of its own: the handshake's state (request, route, config)
-    // is freed now instead of living as long as the connection.
-    rt.spawn(Box::pin(tracing::Instrument::instrument(driver, span)));
+
+    /// After the response went out: registers the connection and runs its
+    /// driver over `io` in a task of its own (`leftover`: bytes read past
+    /// the request). `task` counts it until it ends; `span` (see
+    /// [`connection_span`]) gets its id and route and holds every log line
+    /// of the connection.
+    pub(crate) fn start<R: Runtime, T: Transport>(
+        mut self,
+        rt: R,
+        spawner: Spawner,
+        io: T,
+        leftover: BytesMut,
+        mut task: TaskGuard,
+        span: tracing::Span,
+    ) -> WebSocket {
+        let Some(HandshakeState { app, hub, route, ip, handler, config, deflate, info, locals }) = self.state.take()
+        else {
+            unreachable!("a handshake starts once");
+        };
+        crate::metrics::http_response(self.response.status);
+        let id = hub.next_id();
+        span.record("id", tracing::field::display(id)).record("route", tracing::field::display(&*route));
+        let now = rt.now();
+        let mut conn = Connection::new(Role::Server, config.connection_config(0), now);
+        if let Some((params, deflate_config)) = &deflate {
+            conn.enable_deflate(params, deflate_config);
+        }
+        let shared = Arc::new(ConnShared {
+            id,
+            info,
+            inner: Mutex::new(ConnInner {
+                conn,
+                driver_waker: None,
+                pending_close: None,
+                pending_abort: false,
+                inbox: None,
+                metrics: Default::default(),
+            }),
+            locals: Mutex::new(locals),
+            hub: Some(hub.clone()),
+            spawner,
+        });
+        hub.register(shared.clone());
+        let ws = WebSocket { shared };
+        if app.inner.shutdown.is_triggered() {
+            // The drain may have listed the registry before this connection
+            // joined it: close it here (1001 right after the 101), so no
+            // connection outlives `serve` (issue 10).
+            let _ = ws.close(CloseCode::GOING_AWAY, "server shutting down");
+        }
+        tracing::debug!(%id, path = %ws.shared.info.path, remote = ?ws.shared.info.remote_addr, "connection open");
+        let limits = DriverLimits::from_config(&config);
+        task.handshake_done();
+        let _metrics = crate::metrics::OpenConnection::new(&route);
+        let release = Release { hub, id, route, ip, _metrics, _task: task };
+        let driver = Driver::new(rt.clone(), io, ws.clone(), handler, limits, leftover, Some(release));
+        // A task of its own: the handshake's state (request, route, config)
+        // is freed now instead of living as long as the connection.
+        rt.spawn(Box::pin(tracing::Instrument::instrument(driver, span)));
+        ws
+    }
+}
+
+impl Handshake {
+    /// The client's address, as guards and the handler see it.
+    pub(crate) fn remote_addr(&self) -> Option<SocketAddr> {
+        self.state.as_ref().and_then(|state| state.info.remote_addr)
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        // Never started (the response could not be sent): the admission
+        // is given back; nothing was registered.
+        if let Some(state) = self.state.take() {
+            state.hub.release(&state.route, state.ip);
+        }
+    }
 }
 
 /// The span every log line of one connection is in: its remote address
 /// from the start, its id and route once upgraded. At `info` so that a
 /// connection's warnings and errors carry them under the usual filters.
-fn connection_span(remote_addr: Option<SocketAddr>) -> tracing::Span {
+pub(crate) fn connection_span(remote_addr: Option<SocketAddr>) -> tracing::Span {
     let remote = remote_addr.map(tracing::field::display);
     tracing::info_span!("conn", id = tracing::field::Empty, route = tracing::field::Empty, remote)
 }

@@ -21,6 +21,11 @@
 
 mod tokio_rt;
 
+#[cfg(feature = "axum")]
+pub mod axum;
+#[cfg(feature = "hyper")]
+pub mod hyper;
+
 use std::future::Future;
 use std::io;
 use std::ops::Deref;

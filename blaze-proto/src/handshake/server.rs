@@ -238,12 +238,16 @@ pub struct UpgradeRequest {
     /// The whole request: method, path, query and headers, for routing,
     /// guards and origin checks.
     pub request: HttpRequest,
-    /// The `Sec-WebSocket-Key`, as sent.
+    /// The `Sec-WebSocket-Key`, as sent. Empty for an HTTP/2 extended
+    /// CONNECT, which has none (RFC 8441 §5).
     pub key: String,
     /// Subprotocols the client offered, in its order of preference.
     pub protocols: Vec<String>,
     /// Extensions the client offered (`permessage-deflate` and its parameters).
     pub extensions: Vec<ExtensionOffer>,
+    /// Whether this is an HTTP/2 extended CONNECT (RFC 8441), answered
+    /// 200 instead of 101.
+    pub http2: bool,
 }
 
 impl UpgradeRequest {
@@ -289,7 +293,56 @@ impl UpgradeRequest {
         let protocols =
             request.header_all("sec-websocket-protocol").flat_map(tokens).map(str::to_owned).collect();
         let extensions = request.header_all("sec-websocket-extensions").flat_map(parse_extensions).collect();
-        Ok(UpgradeRequest { request, key, protocols, extensions })
+        Ok(UpgradeRequest { request, key, protocols, extensions, http2: false })
+    }
+
+    /// Validates an HTTP/2 request as a WebSocket bootstrap (RFC 8441 §4,
+    /// §5): an extended CONNECT whose `:protocol` pseudo-header (passed as
+    /// `protocol`, as the HTTP/2 server decoded it) is `websocket`, with
+    /// `Sec-WebSocket-Version: 13`. There is no key and no `Upgrade` or
+    /// `Connection` header; `:authority` is expected in `Host` (HTTP/2
+    /// servers expose it as the request URI's authority).
+    ///
+    /// ```
+    /// use blaze_proto::handshake::{HttpRequest, UpgradeRequest};
+    /// let request = HttpRequest {
+    ///     method: "CONNECT".into(), path: "/chat".into(), query: None, version: 1,
+    ///     headers: vec![("host".into(), "example.com".into()), ("sec-websocket-version".into(), "13".into())],
+    /// };
+    /// let upgrade = UpgradeRequest::validate_extended_connect(request, Some("websocket")).unwrap();
+    /// assert_eq!(upgrade.accept(None, None).status, 200);
+    /// ```
+    pub fn validate_extended_connect(
+        request: HttpRequest,
+        protocol: Option<&str>,
+    ) -> Result<UpgradeRequest, HandshakeError> {
+        // A plain request (no extended CONNECT) reaching a WebSocket
+        // endpoint: 426, as over HTTP/1.1.
+        if request.method != "CONNECT" || !protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket")) {
+            return Err(HandshakeError::NotUpgrade);
+        }
+        for (name, label) in [("host", "Host"), ("sec-websocket-version", "Sec-WebSocket-Version")] {
+            if request.header_all(name).nth(1).is_some() {
+                return Err(HandshakeError::DuplicateHeader(label));
+            }
+        }
+        // The stream's DATA frames are the WebSocket bytes; a declared
+        // body length would be a second, conflicting framing.
+        for (name, label) in [("content-length", "Content-Length"), ("transfer-encoding", "Transfer-Encoding")] {
+            if request.header(name).is_some() {
+                return Err(HandshakeError::BodyNotAllowed(label));
+            }
+        }
+        if request.header("host").is_none() {
+            return Err(HandshakeError::MissingHost);
+        }
+        if request.header("sec-websocket-version").map(str::trim) != Some("13") {
+            return Err(HandshakeError::UnsupportedVersion);
+        }
+        let protocols =
+            request.header_all("sec-websocket-protocol").flat_map(tokens).map(str::to_owned).collect();
+        let extensions = request.header_all("sec-websocket-extensions").flat_map(parse_extensions).collect();
+        Ok(UpgradeRequest { request, key: String::new(), protocols, extensions, http2: true })
     }
 
     /// The subprotocol to use: the first of the server's `supported`, in
@@ -309,12 +362,18 @@ impl UpgradeRequest {
     }
 
     /// The 101 response completing the handshake (§4.2.2), naming the
-    /// chosen subprotocol and accepted extensions, if any.
+    /// chosen subprotocol and accepted extensions, if any. For an HTTP/2
+    /// extended CONNECT, a 200 without `Upgrade`, `Connection` and
+    /// `Sec-WebSocket-Accept` (RFC 8441 §5).
     pub fn accept(&self, protocol: Option<&str>, extensions: Option<&str>) -> HttpResponse {
-        let mut response = HttpResponse { status: 101, headers: Vec::with_capacity(5), body: Default::default() }
-            .header("Upgrade", "websocket")
-            .header("Connection", "Upgrade")
-            .header("Sec-WebSocket-Accept", accept_key(self.key.as_bytes()));
+        let mut response = if self.http2 {
+            HttpResponse { status: 200, headers: Vec::with_capacity(2), body: Default::default() }
+        } else {
+            HttpResponse { status: 101, headers: Vec::with_capacity(5), body: Default::default() }
+                .header("Upgrade", "websocket")
+                .header("Connection", "Upgrade")
+                .header("Sec-WebSocket-Accept", accept_key(self.key.as_bytes()))
+        };
         if let Some(protocol) = protocol {
             response = response.header("Sec-WebSocket-Protocol", protocol);
         }
@@ -523,5 +582,54 @@ mod tests {
         assert_eq!(up.extensions.len(), 1);
         assert_eq!(up.extensions[0].name, "permessage-deflate");
         assert_eq!(up.extensions[0].param("client_max_window_bits"), Some(None));
+    }
+
+    fn h2_request(method: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        HttpRequest {
+            method: method.into(),
+            path: "/chat".into(),
+            query: None,
+            version: 1,
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn extended_connect_is_accepted_with_200_and_no_accept_key() {
+        let request = h2_request(
+            "CONNECT",
+            &[
+                ("host", "a"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-protocol", "chat, superchat"),
+                ("sec-websocket-extensions", "permessage-deflate"),
+            ],
+        );
+        let upgrade = UpgradeRequest::validate_extended_connect(request, Some("websocket")).unwrap();
+        assert!(upgrade.http2);
+        assert_eq!(upgrade.protocols, ["chat", "superchat"]);
+        assert_eq!(upgrade.extensions.len(), 1);
+        let response = upgrade.accept(Some("chat"), None);
+        assert_eq!(response.status, 200);
+        let names: Vec<&str> = response.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Sec-WebSocket-Protocol"]);
+    }
+
+    #[test]
+    fn extended_connect_needs_connect_websocket_version_13_and_host() {
+        let ok = [("host", "a"), ("sec-websocket-version", "13")];
+        let check = |method: &str, headers: &[(&str, &str)], protocol: Option<&str>| {
+            UpgradeRequest::validate_extended_connect(h2_request(method, headers), protocol).map(|_| ())
+        };
+        assert_eq!(check("CONNECT", &ok, Some("WebSocket")), Ok(()));
+        assert_eq!(check("GET", &ok, Some("websocket")), Err(HandshakeError::NotUpgrade));
+        assert_eq!(check("CONNECT", &ok, None), Err(HandshakeError::NotUpgrade));
+        assert_eq!(check("CONNECT", &ok, Some("webtransport")), Err(HandshakeError::NotUpgrade));
+        assert_eq!(check("CONNECT", &[("host", "a")], Some("websocket")), Err(HandshakeError::UnsupportedVersion));
+        assert_eq!(check("CONNECT", &[("sec-websocket-version", "13")], Some("websocket")), Err(HandshakeError::MissingHost));
+        let two_versions = [("host", "a"), ("sec-websocket-version", "13"), ("sec-websocket-version", "8")];
+        assert!(matches!(check("CONNECT", &two_versions, Some("websocket")), Err(HandshakeError::DuplicateHeader(_))));
+        let body = [("host", "a"), ("sec-websocket-version", "13"), ("content-length", "5")];
+        assert!(matches!(check("CONNECT", &body, Some("websocket")), Err(HandshakeError::BodyNotAllowed(_))));
     }
 }
