@@ -203,7 +203,7 @@ impl RedisBackplane {
         }
         let client = redis::Client::open(url).map_err(Error::Url)?;
         let commands = link::connect(&client, &config).await.map_err(Error::Connect)?;
-        let pubsub = link::within(config.connect_timeout, client.get_async_pubsub()).await.map_err(Error::Connect)?;
+        let pubsub = link::connect_pubsub(&client, &config).await.map_err(Error::Connect)?;
         let (queue, outbound) = mpsc::channel(config.queue_capacity);
         let shared = Arc::new(Shared {
             node: random_node_id(),

@@ -91,8 +91,20 @@ pub(crate) fn connection_config(config: &RedisConfig) -> AsyncConnectionConfig {
         .set_response_timeout(Some(config.response_timeout))
 }
 
+/// A command connection, checked with a PING: a Redis that wants a
+/// password we did not give accepts the TCP connection and refuses the
+/// first command.
 pub(crate) async fn connect(client: &redis::Client, config: &RedisConfig) -> redis::RedisResult<MultiplexedConnection> {
-    client.get_multiplexed_async_connection_with_config(&connection_config(config)).await
+    let mut conn = client.get_multiplexed_async_connection_with_config(&connection_config(config)).await?;
+    within(config.response_timeout, redis::cmd("PING").query_async::<()>(&mut conn)).await?;
+    Ok(conn)
+}
+
+/// A subscription connection, checked with a PING like [`connect`].
+pub(crate) async fn connect_pubsub(client: &redis::Client, config: &RedisConfig) -> redis::RedisResult<redis::aio::PubSub> {
+    let mut pubsub = within(config.connect_timeout, client.get_async_pubsub()).await?;
+    within(config.response_timeout, pubsub.ping::<()>()).await?;
+    Ok(pubsub)
 }
 
 /// `future` or a timeout error.

@@ -26,7 +26,7 @@ pub(crate) async fn run(shared: Arc<Shared>, first: PubSub) {
     loop {
         let conn = match pubsub.take() {
             Some(conn) => conn,
-            None => match crate::link::within(config.connect_timeout, shared.client.get_async_pubsub()).await {
+            None => match crate::link::connect_pubsub(&shared.client, config).await {
                 Ok(conn) => {
                     add(&shared.counters.reconnects, 1);
                     tracing::info!("redis backplane: subscription connection re-established; resubscribing");
@@ -44,6 +44,12 @@ pub(crate) async fn run(shared: Arc<Shared>, first: PubSub) {
         let reason = serve(&shared, conn, &mut last_seq).await;
         shared.counters.subscriptions.store(0, Ordering::Relaxed);
         tracing::warn!("redis backplane: subscription connection lost ({reason}); reconnecting");
+        // The subscription connection hears of a dead Redis first (it is
+        // always reading); the command connection would only find out on
+        // its next write, dropping that write. Reconnect it now too.
+        if let Some((generation, _)) = shared.link.get() {
+            shared.link.broken(generation);
+        }
     }
 }
 
