@@ -225,7 +225,11 @@ impl RedisBackplane {
                 tokio::spawn(async move { shared.link.run(&shared.config, &shared.counters).await }).abort_handle()
             },
         ];
-        tracing::info!("redis backplane: node {} joined (prefix {:?})", names::node_hex(shared.node), shared.config.prefix);
+        tracing::info!(
+            "redis backplane: node {} joined (prefix {:?})",
+            names::node_hex(shared.node),
+            shared.config.prefix
+        );
         Ok(RedisBackplane { shared, queue, _tasks: Arc::new(Tasks(tasks)) })
     }
 
@@ -295,7 +299,9 @@ impl Backplane for RedisBackplane {
 
     fn left(&self, target: &Target, id: ConnId) {
         let mut local = self.shared.local();
-        let Some(members) = local.members.get_mut(target) else { return };
+        let Some(members) = local.members.get_mut(target) else {
+            return;
+        };
         if !members.remove(&id) {
             return;
         }

@@ -101,7 +101,10 @@ pub(crate) async fn connect(client: &redis::Client, config: &RedisConfig) -> red
 }
 
 /// A subscription connection, checked with a PING like [`connect`].
-pub(crate) async fn connect_pubsub(client: &redis::Client, config: &RedisConfig) -> redis::RedisResult<redis::aio::PubSub> {
+pub(crate) async fn connect_pubsub(
+    client: &redis::Client,
+    config: &RedisConfig,
+) -> redis::RedisResult<redis::aio::PubSub> {
     let mut pubsub = within(config.connect_timeout, client.get_async_pubsub()).await?;
     within(config.response_timeout, pubsub.ping::<()>()).await?;
     Ok(pubsub)

@@ -58,7 +58,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             () = shared.link.reconnected.notified() => false,
             _ = heartbeat.tick() => true,
         };
-        let Some((current, mut conn)) = shared.link.get() else { continue };
+        let Some((current, mut conn)) = shared.link.get() else {
+            continue;
+        };
         if current != generation {
             // A new connection: Redis may have lost everything.
             generation = current;
@@ -195,7 +197,8 @@ pub(crate) async fn count(shared: &Shared, target: &Target) -> Result<usize, Clu
     let script = redis::Script::new(COUNT);
     let mut call = script.key(names::nodes_key(prefix, target));
     call.arg(head).arg(tail);
-    let n: usize = link::within(shared.config.response_timeout, call.invoke_async(&mut conn)).await.map_err(query_error)?;
+    let n: usize =
+        link::within(shared.config.response_timeout, call.invoke_async(&mut conn)).await.map_err(query_error)?;
     Ok(n)
 }
 
@@ -223,7 +226,9 @@ pub(crate) async fn members(shared: &Shared, target: &Target) -> Result<Vec<Clus
 
 /// Removes this node's presence (a clean leave).
 pub(crate) async fn clear(shared: &Shared, targets: &[Target]) -> redis::RedisResult<()> {
-    let Some((_, mut conn)) = shared.link.get() else { return Ok(()) };
+    let Some((_, mut conn)) = shared.link.get() else {
+        return Ok(());
+    };
     let node = names::node_hex(shared.node);
     let mut pipe = redis::pipe();
     for target in targets {

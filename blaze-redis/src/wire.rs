@@ -72,7 +72,9 @@ pub(crate) fn decode(bytes: &[u8], max_payload: usize) -> Result<Frame, Rejected
     if bytes.len() < MAGIC.len() || bytes[..4] != MAGIC {
         return Err(Rejected::Foreign);
     }
-    let Some(&version) = bytes.get(4) else { return Err(Rejected::Malformed) };
+    let Some(&version) = bytes.get(4) else {
+        return Err(Rejected::Malformed);
+    };
     if version != VERSION {
         return Err(Rejected::Version(version));
     }

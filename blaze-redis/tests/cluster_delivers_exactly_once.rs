@@ -37,7 +37,7 @@ async fn three_nodes_300_clients_every_message_once_in_order() {
     // has members on every node.
     let mut clients: Vec<WsStream> = Vec::with_capacity(CLIENTS);
     for i in 0..CLIENTS {
-        let mut ws = blaze_tokio::connect(&nodes[i % NODES].url("/feed")).await.expect("connect");
+        let ws = blaze_tokio::connect(&nodes[i % NODES].url("/feed")).await.expect("connect");
         ws.send(format!("join {}", room_of(i))).unwrap();
         clients.push(ws);
     }
@@ -130,13 +130,19 @@ async fn three_nodes_300_clients_every_message_once_in_order() {
                     match parts[0] {
                         "b" => {
                             let i: usize = parts[2].parse().unwrap();
-                            assert_eq!(i, next_broadcast[from], "client {c}: broadcasts from node {from} out of order or repeated");
+                            assert_eq!(
+                                i, next_broadcast[from],
+                                "client {c}: broadcasts from node {from} out of order or repeated"
+                            );
                             next_broadcast[from] += 1;
                         }
                         "t" => {
                             let i: usize = parts[2].parse().unwrap();
                             assert_eq!(parts[3], room, "client {c} in {room} got another room's message {text:?}");
-                            assert!(last_publish[from].is_none_or(|last| i > last), "client {c}: publishes from node {from} out of order or repeated");
+                            assert!(
+                                last_publish[from].is_none_or(|last| i > last),
+                                "client {c}: publishes from node {from} out of order or repeated"
+                            );
                             last_publish[from] = Some(i);
                             publishes[from] += 1;
                         }

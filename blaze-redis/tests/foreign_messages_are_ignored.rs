@@ -25,7 +25,7 @@ async fn malformed_and_foreign_publishes_are_counted_not_delivered() {
     assert!(eventually(Duration::from_secs(10), || node.backplane.subscriptions() == 2).await);
 
     let client = redis::Client::open(redis.url()).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let raw = client.get_multiplexed_async_connection().await.unwrap();
     let publish = |channel: &'static str, payload: Vec<u8>| {
         let mut raw = raw.clone();
         async move {
@@ -42,7 +42,7 @@ async fn malformed_and_foreign_publishes_are_counted_not_delivered() {
     let mut bad_text = header(1, 1, 7, 1);
     bad_text.extend_from_slice(&[0xc3, 0x28]);
     publish("blaze:t:news", bad_text).await; // text, not UTF-8
-    // A well-formed message from a node we do not know is delivered ...
+                                             // A well-formed message from a node we do not know is delivered ...
     let mut good = header(1, 1, 0xfeed, 5);
     good.extend_from_slice(b"from afar");
     publish("blaze:t:news", good.clone()).await;

@@ -122,9 +122,13 @@ impl ClusterSink {
     /// `target`, without publishing it again. Returns how many it was
     /// queued for.
     pub fn deliver(&self, target: &Target, message: &Message) -> usize {
-        let Some(hub) = self.hub.upgrade() else { return 0 };
+        let Some(hub) = self.hub.upgrade() else {
+            return 0;
+        };
         // Counted in `App::encodings`: one per message per node.
-        let Ok(prepared) = hub.prepare(message.clone()) else { return 0 };
+        let Ok(prepared) = hub.prepare(message.clone()) else {
+            return 0;
+        };
         match target {
             Target::Path(path) => hub.deliver_local_path(path, &prepared, None),
             Target::Topic(topic) => hub.deliver_local_topic(topic, &prepared, None),

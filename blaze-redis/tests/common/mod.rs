@@ -44,8 +44,7 @@ impl RedisServer {
     }
 
     fn start_with(password: Option<String>) -> RedisServer {
-        let mut server =
-            RedisServer { child: None, port: free_port(), dir: tempfile::tempdir().unwrap(), password };
+        let mut server = RedisServer { child: None, port: free_port(), dir: tempfile::tempdir().unwrap(), password };
         server.restart();
         server
     }
@@ -231,5 +230,7 @@ pub async fn arrives_within(ws: &mut WsStream, wait: Duration) -> Option<Message
 
 /// A config with a short presence TTL and quick reconnects, for tests.
 pub fn quick_config() -> RedisConfig {
-    RedisConfig::default().presence_ttl(Duration::from_secs(1)).backoff(Duration::from_millis(20), Duration::from_millis(200))
+    RedisConfig::default()
+        .presence_ttl(Duration::from_secs(1))
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
 }
