@@ -196,12 +196,20 @@ impl RedisBackplane {
 
     /// Connects with `config`.
     pub async fn connect_with(url: &str, config: RedisConfig) -> Result<RedisBackplane, Error> {
+        let client = redis::Client::open(url).map_err(Error::Url)?;
+        RedisBackplane::connect_client(client, config).await
+    }
+
+    /// Connects through a `redis::Client` built by the caller: for TLS with
+    /// a private CA or a client certificate
+    /// (`redis::Client::build_with_tls`, `tls` feature), or any other
+    /// connection setting the URL cannot carry.
+    pub async fn connect_client(client: redis::Client, config: RedisConfig) -> Result<RedisBackplane, Error> {
         #[cfg(feature = "tls")]
         {
             // rustls needs a process-wide provider; someone may have set one.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = redis::Client::open(url).map_err(Error::Url)?;
         let commands = link::connect(&client, &config).await.map_err(Error::Connect)?;
         let pubsub = link::connect_pubsub(&client, &config).await.map_err(Error::Connect)?;
         let (queue, outbound) = mpsc::channel(config.queue_capacity);
