@@ -33,6 +33,9 @@ step "blaze-proto stays sans-io (no clock, threads or sockets in the library)" \
 # results. The bound is far above a normal run (about 5 minutes here).
 step "cargo test --workspace" timeout --kill-after=30 2400 cargo test --workspace --no-fail-fast
 
+# rediss:// against a real TLS redis-server (blaze-redis's optional `tls` feature).
+step "blaze-redis over TLS" timeout --kill-after=30 900 cargo test -p blaze-redis --features tls --test rediss_tls
+
 step "fuzz crate tests and seed replay" bash scripts/fuzz-tests.sh
 
 step "external clients" bash scripts/test-external.sh

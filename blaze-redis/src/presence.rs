@@ -44,6 +44,9 @@ end
 return out
 ";
 
+/// How long a change waits for others before it is written.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Keeps this node's presence in Redis in line with its local members.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let config = &shared.config;
@@ -58,6 +61,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             () = shared.link.reconnected.notified() => false,
             _ = heartbeat.tick() => true,
         };
+        if !beat {
+            // Let a burst of joins (a reconnect storm) become one write.
+            tokio::time::sleep(COALESCE).await;
+        }
         let Some((current, mut conn)) = shared.link.get() else {
             continue;
         };
