@@ -28,6 +28,14 @@ async fn password_url_works_and_a_wrong_password_is_refused() {
     // A client's message, published to the others by its handler.
     on_a.send("hi from a").unwrap();
     assert_eq!(next_text(&mut on_b, Duration::from_secs(10)).await, "hi from a");
-    assert_eq!(a.app.cluster_topic_count("x").await, Ok(2));
+    // Presence is written asynchronously (within a round trip or two).
+    let app = a.app.clone();
+    assert!(
+        eventually_async(Duration::from_secs(10), || {
+            let app = app.clone();
+            async move { app.cluster_topic_count("x").await == Ok(2) }
+        })
+        .await
+    );
     assert_eq!(arrives_within(&mut on_a, Duration::from_millis(200)).await, None, "publish_others skips the sender");
 }

@@ -121,5 +121,13 @@ async fn two_nodes_over_rediss() {
     }
     on_a.send("over TLS").unwrap();
     assert_eq!(next_text(&mut on_b, Duration::from_secs(10)).await, "over TLS");
-    assert_eq!(apps[1].0.cluster_topic_count("t").await, Ok(2));
+    // Presence is written asynchronously (within a round trip or two).
+    let app = apps[1].0.clone();
+    assert!(
+        eventually_async(Duration::from_secs(10), || {
+            let app = app.clone();
+            async move { app.cluster_topic_count("t").await == Ok(2) }
+        })
+        .await
+    );
 }
