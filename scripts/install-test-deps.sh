@@ -70,5 +70,10 @@ else
     apt-get update -q </dev/null
     apt-get install -y -q redis-server </dev/null
 fi
+# The openssl CLI makes the throwaway CA of blaze-redis's rediss:// test.
+if ! command -v openssl >/dev/null; then
+    apt-get update -q </dev/null
+    apt-get install -y -q openssl </dev/null
+fi
 
 echo "test deps ready"
