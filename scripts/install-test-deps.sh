@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests in tests-external/ need: Python's
-# `websockets` and pytest, the Node packages (`ws`, `playwright-core`) and
-# Debian's Chromium. Idempotent and non-interactive (CI=true, no stdin);
+# `websockets` and pytest, the Node packages (`ws`, `playwright-core`),
+# Debian's Chromium, and Debian's redis-server (for blaze-redis's tests). Idempotent and non-interactive (CI=true, no stdin);
 # run as root on Debian 12 with Python 3, Node 20 and npm on PATH.
 #
 #   bash scripts/install-test-deps.sh
@@ -59,6 +59,21 @@ else
     echo "chromium: installing from apt"
     apt-get update -q </dev/null
     apt-get install -y -q chromium </dev/null
+fi
+
+# redis-server, from Debian: blaze-redis's tests (run by `cargo test
+# --workspace`) start their own instances of it on free loopback ports.
+if [ -x /usr/bin/redis-server ]; then
+    echo "redis-server: already installed"
+else
+    echo "redis-server: installing from apt"
+    apt-get update -q </dev/null
+    apt-get install -y -q redis-server </dev/null
+fi
+# The openssl CLI makes the throwaway CA of blaze-redis's rediss:// test.
+if ! command -v openssl >/dev/null; then
+    apt-get update -q </dev/null
+    apt-get install -y -q openssl </dev/null
 fi
 
 echo "test deps ready"

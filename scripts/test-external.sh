@@ -31,7 +31,7 @@ status=0
 # this many passing tests (raise them as tests are added; lower them only
 # with the tests that were removed on purpose).
 MIN_PYTHON_TESTS=340
-MIN_NODE_TESTS=34
+MIN_NODE_TESTS=35
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 

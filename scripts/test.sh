@@ -44,6 +44,8 @@ step "blaze-tokio --features axum (Blaze inside axum and hyper, HTTP/2)" \
     timeout --kill-after=30 1200 bash -c 'cargo test -p blaze-tokio --features axum --no-fail-fast --test axum --test http2 \
         && cargo test -p blaze-tokio --features axum --doc \
         && cargo build -p blaze-examples --features axum --bin axum_chat'
+# rediss:// against a real TLS redis-server (blaze-redis's optional `tls` feature).
+step "blaze-redis over TLS" timeout --kill-after=30 900 cargo test -p blaze-redis --features tls --test rediss_tls
 
 step "fuzz crate tests and seed replay" bash scripts/fuzz-tests.sh
 

@@ -20,6 +20,9 @@ use crate::report::{progress, round, Report};
 
 pub struct FanoutParams {
     pub target: Target,
+    /// A second server (a cluster node): every other subscriber connects
+    /// there; the publisher stays on `target`.
+    pub also: Option<Target>,
     pub subs: usize,
     pub msgs: u64,
     pub size: usize,
@@ -71,7 +74,11 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
     // subscribers compare what they inflate with them.
     let payloads: Arc<Vec<Vec<u8>>> = Arc::new((0..p.msgs).map(|seq| p.payload.fanout_message(seq, size)).collect());
     for i in 0..p.subs {
-        let o = open(&p.target, i + 1, p.deflate.as_ref()).await.map_err(|e| format!("subscriber {i}: {e}"))?;
+        let at = match &p.also {
+            Some(also) if i % 2 == 1 => also,
+            _ => &p.target,
+        };
+        let o = open(at, i + 1, p.deflate.as_ref()).await.map_err(|e| format!("subscriber {i}: {e}"))?;
         negotiated.add(o.deflate.as_ref());
         let (ready, delivered, msgs, kind) = (ready.clone(), delivered.clone(), p.msgs, p.payload);
         subscribers.push(match p.deflate {
@@ -90,8 +97,9 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
     let params = o.deflate;
     let (mut publisher, leftover) = (o.stream, o.leftover);
     ready.wait().await;
-    // Give the server a moment to register the last subscribers' handshakes.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Give the server a moment to register the last subscribers' handshakes
+    // (and a cluster node to subscribe to the channel).
+    tokio::time::sleep(Duration::from_millis(if p.also.is_some() { 1000 } else { 200 })).await;
     let ticker = progress("fanout", Duration::from_secs_f64(p.timeout_secs), delivered.clone(), "delivery");
     report.restart_clocks();
     let first_send = Instant::now();

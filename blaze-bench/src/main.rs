@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! blaze-bench echo         --url ws://HOST:PORT/path --conns N --size BYTES --window W --secs D [--pid PID]
-//! blaze-bench fanout       --url ws://HOST:PORT/broadcast --subs N --msgs M --size BYTES [--timeout S] [--pid PID]
+//! blaze-bench fanout       --url ws://HOST:PORT/broadcast --subs N --msgs M --size BYTES [--timeout S] [--pid PID] [--also-url URL]
 //! blaze-bench idle         --url ws://HOST:PORT/path --conns N --hold SECS --pid PID [--messages K --size BYTES]
 //! blaze-bench connect-rate --url ws://HOST:PORT/path --concurrency C --secs D [--pid PID]
 //! ```
@@ -31,6 +31,7 @@ use conn::Target;
 const USAGE: &str = "usage: blaze-bench <echo|fanout|idle|connect-rate> --url ws://HOST:PORT/PATH [options]
   echo         --conns N (100) --size BYTES (32) --window W (16) --secs D (10) [--pid PID]
   fanout       --subs N (1000) --msgs M (1000) --size BYTES (32) --timeout S (120) [--pid PID]
+               [--also-url ws://HOST2:PORT/broadcast: every other subscriber there, e.g. a second cluster node]
   idle         --conns N (10000) --hold SECS (5) --pid PID [--messages K (0) --size BYTES (256)]
   connect-rate --concurrency C (32) --secs D (5) [--pid PID]
   echo, fanout, idle: --deflate off|shared|dedicated (off): offer permessage-deflate (RFC 7692), fail if declined
@@ -92,8 +93,10 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
         "fanout" => {
             let subs = args.get("subs", 1000)?;
             needed(subs);
+            let also = args.optional::<String>("also-url")?.map(|u| Target::parse(&u)).transpose()?;
             fanout::run(fanout::FanoutParams {
                 target,
+                also,
                 subs,
                 msgs: args.get("msgs", 1000)?,
                 size: args.get("size", 32)?,

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use blaze_proto::{ConnId, PreparedMessage, Registry};
 
+use crate::cluster::{self, Backplane, ClusterMember, Target};
 use crate::error::SendError;
 use crate::outgoing::IntoPrepared;
 use crate::router::normalize_path;
@@ -37,6 +38,8 @@ pub(crate) struct Hub {
     encodings: AtomicU64,
     compressions: AtomicU64,
     next_id: AtomicU64,
+    /// Set by `App::cluster`: broadcasts also go to the other nodes.
+    backplane: OnceLock<Arc<dyn Backplane>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,26 +146,73 @@ impl Hub {
     pub(crate) fn register(&self, shared: Arc<ConnShared>) {
         // `info.path` was normalized when the request was routed.
         let path = shared.info.path.clone();
-        lock(&self.registry).insert(shared.id, &path, shared);
+        let id = shared.id;
+        let mut registry = lock(&self.registry);
+        // Told under the lock, so the backplane sees joins and leaves in
+        // the registry's order.
+        if registry.insert(id, &path, shared) {
+            if let Some(backplane) = self.backplane() {
+                backplane.joined(&Target::Path(path), id);
+            }
+        }
     }
 
     pub(crate) fn unregister(&self, id: ConnId) {
-        lock(&self.registry).remove(id);
+        let mut registry = lock(&self.registry);
+        if let Some(backplane) = self.backplane() {
+            cluster::announce_removal(&registry, id, &**backplane);
+        }
+        registry.remove(id);
     }
 
     pub(crate) fn join(&self, id: ConnId, topic: &str) -> bool {
-        lock(&self.registry).join(id, topic)
+        let mut registry = lock(&self.registry);
+        let joined = registry.join(id, topic);
+        if let (true, Some(backplane)) = (joined, self.backplane()) {
+            backplane.joined(&Target::Topic(topic.to_owned()), id);
+        }
+        joined
     }
 
     pub(crate) fn leave(&self, id: ConnId, topic: &str) -> bool {
-        lock(&self.registry).leave(id, topic)
+        let mut registry = lock(&self.registry);
+        let left = registry.leave(id, topic);
+        if let (true, Some(backplane)) = (left, self.backplane()) {
+            backplane.left(&Target::Topic(topic.to_owned()), id);
+        }
+        left
+    }
+
+    pub(crate) fn backplane(&self) -> Option<&Arc<dyn Backplane>> {
+        self.backplane.get()
+    }
+
+    pub(crate) fn set_backplane(&self, backplane: Arc<dyn Backplane>) -> Result<(), Arc<dyn Backplane>> {
+        self.backplane.set(backplane)
+    }
+
+    /// Tells a just-attached backplane about every connection already open.
+    pub(crate) fn announce_all(&self, backplane: &dyn Backplane) {
+        let registry = lock(&self.registry);
+        for (id, shared) in registry.iter() {
+            backplane.joined(&Target::Path(shared.info.path.clone()), id);
+            for topic in registry.topics_of(id) {
+                backplane.joined(&Target::Topic(topic.to_owned()), id);
+            }
+        }
+    }
+
+    /// This node's members of `topic` (node 0), for the cluster queries
+    /// without a cluster.
+    pub(crate) fn local_topic_members(&self, topic: &str) -> Vec<ClusterMember> {
+        lock(&self.registry).topic_members(topic).map(|(id, _)| ClusterMember { node: 0, id }).collect()
     }
 
     pub(crate) fn topics_of(&self, id: ConnId) -> Vec<String> {
         lock(&self.registry).topics_of(id).map(str::to_owned).collect()
     }
 
-    fn prepare(&self, message: impl IntoPrepared) -> Result<PreparedMessage, SendError> {
+    pub(crate) fn prepare(&self, message: impl IntoPrepared) -> Result<PreparedMessage, SendError> {
         let prepared = message.into_prepared()?;
         self.encodings.fetch_add(1, Ordering::Relaxed);
         Ok(prepared)
@@ -178,11 +228,21 @@ impl Hub {
     ) -> Result<usize, SendError> {
         let path = normalize_path(path);
         let prepared = self.prepare(message)?;
+        let sent = self.deliver_local_path(&path, &prepared, except);
+        if let Some(backplane) = self.backplane() {
+            cluster::forward(&**backplane, Target::Path(path.into_owned()), &prepared);
+        }
+        Ok(sent)
+    }
+
+    /// Queues a framed message on this node's connections on `path`
+    /// (already normalized).
+    pub(crate) fn deliver_local_path(&self, path: &str, prepared: &PreparedMessage, except: Option<ConnId>) -> usize {
         let registry = lock(&self.registry);
-        let sent = deliver(registry.path_members(&path), &prepared, except);
+        let sent = deliver(registry.path_members(path), prepared, except);
         self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
         crate::metrics::broadcast(sent, prepared.compressions());
-        Ok(sent)
+        sent
     }
 
     /// Queues `message` on every member of `topic` (but `except`).
@@ -193,11 +253,20 @@ impl Hub {
         except: Option<ConnId>,
     ) -> Result<usize, SendError> {
         let prepared = self.prepare(message)?;
+        let sent = self.deliver_local_topic(topic, &prepared, except);
+        if let Some(backplane) = self.backplane() {
+            cluster::forward(&**backplane, Target::Topic(topic.to_owned()), &prepared);
+        }
+        Ok(sent)
+    }
+
+    /// Queues a framed message on this node's members of `topic`.
+    pub(crate) fn deliver_local_topic(&self, topic: &str, prepared: &PreparedMessage, except: Option<ConnId>) -> usize {
         let registry = lock(&self.registry);
-        let sent = deliver(registry.topic_members(topic), &prepared, except);
+        let sent = deliver(registry.topic_members(topic), prepared, except);
         self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
         crate::metrics::broadcast(sent, prepared.compressions());
-        Ok(sent)
+        sent
     }
 
     /// Every live connection (for shutdown), oldest first. The registry is

@@ -13,6 +13,7 @@
 mod admission;
 mod app;
 mod client;
+mod cluster;
 mod config;
 mod driver;
 mod error;
@@ -34,6 +35,7 @@ mod shutdown;
 mod socket;
 
 pub use app::{App, Group, RouteRef, ShutdownHandle};
+pub use cluster::{Backplane, ClusterError, ClusterMember, ClusterMessage, ClusterSink, Target};
 pub use client::{connect_with, ClientError, ClientOptions, WsUrl};
 pub use config::{OriginCheck, RateLimit, RateLimitAction, WsConfig};
 pub use error::{SendError, WsError};

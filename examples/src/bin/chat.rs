@@ -3,6 +3,10 @@
 //!
 //! `cargo run -p blaze-examples --bin chat` (`--addr HOST:PORT` to move it)
 //!
+//! `--redis redis://HOST:PORT` joins a cluster: run two chat servers on two
+//! ports with the same Redis and a tab on each shares one room (the
+//! "online" counts then count every server's clients).
+//!
 //! Protocol on `/chat` (JSON text messages):
 //! - client → server: `{"name": "ann", "text": "hello"}` (the first message's
 //!   name is remembered for join/leave notices)
@@ -45,8 +49,14 @@ fn name_of(ws: &WebSocket) -> Option<String> {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
-    let addr = std::env::args().skip_while(|a| a != "--addr").nth(1).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
+    let addr = arg("--addr").unwrap_or_else(|| "127.0.0.1:8080".into());
     let app = App::new();
+    if let Some(url) = arg("--redis") {
+        let backplane = blaze_redis::RedisBackplane::connect(&url).await.map_err(std::io::Error::other)?;
+        println!("clustered through {url} as node {:016x}", backplane.node_id());
+        app.cluster(backplane);
+    }
     app.get("/", |_req| Response::with_body(200, "text/html; charset=utf-8", PAGE));
     let online = app.clone();
     let leaving = app.clone();
@@ -54,6 +64,7 @@ async fn main() -> std::io::Result<()> {
     app.get("/stats", move |_req| {
         let body = serde_json::json!({
             "online": stats.connection_count("/chat"),
+            "clustered": stats.is_clustered(),
             "encodings": stats.encodings(),
             "compressions": stats.compressions(),
         });
@@ -67,6 +78,18 @@ async fn main() -> std::io::Result<()> {
                 let name: String = msg.name.chars().take(32).collect();
                 if name_of(ws).is_none() {
                     ws.set_local(Name(name.clone()));
+                    if online.is_clustered() {
+                        // The cluster-wide count is a Redis query: answer
+                        // from a task, the notice and first message in order.
+                        let app = online.clone();
+                        tokio::spawn(async move {
+                            let count = app.cluster_connection_count("/chat").await;
+                            let online = count.unwrap_or_else(|_| app.connection_count("/chat"));
+                            let _ = app.broadcast("/chat", Json(Outgoing::Join { name: &name, online }));
+                            let _ = app.broadcast("/chat", Json(Outgoing::Message { name: &name, text: &msg.text }));
+                        });
+                        return;
+                    }
                     let online = online.connection_count("/chat");
                     let _ = ws.broadcast(Json(Outgoing::Join { name: &name, online }));
                 }
@@ -75,6 +98,15 @@ async fn main() -> std::io::Result<()> {
             })
             .on_close(move |ws, _code, _reason| {
                 if let Some(name) = name_of(ws) {
+                    if leaving.is_clustered() {
+                        let app = leaving.clone();
+                        tokio::spawn(async move {
+                            let count = app.cluster_connection_count("/chat").await;
+                            let online = count.unwrap_or_else(|_| app.connection_count("/chat"));
+                            let _ = app.broadcast("/chat", Json(Outgoing::Leave { name: &name, online }));
+                        });
+                        return;
+                    }
                     let online = leaving.connection_count("/chat");
                     let _ = leaving.broadcast("/chat", Json(Outgoing::Leave { name: &name, online }));
                 }

@@ -2,7 +2,10 @@
 //! opcode; on `/broadcast`, broadcast every message to every client on
 //! `/broadcast`, the sender included.
 //!
-//! `cargo run --release -p blaze-examples --bin echo -- --addr 127.0.0.1:9001 [--runtime tokio|async-std] [--deflate shared|dedicated]`
+//! `cargo run --release -p blaze-examples --bin echo -- --addr 127.0.0.1:9001 [--runtime tokio|async-std] [--deflate shared|dedicated] [--redis redis://HOST:PORT]`
+//!
+//! `--redis` (tokio only) joins a cluster through that Redis: `/broadcast`
+//! then reaches the `/broadcast` clients of every echo server on it.
 //!
 //! Built with `--features metrics` it installs a Prometheus recorder
 //! (not served), so a profile shows what the metrics cost per message.
@@ -72,9 +75,21 @@ fn main() -> std::io::Result<()> {
             // One worker: the benchmarks pin each server to one core.
             let threads = arg("--threads").and_then(|t| t.parse().ok()).unwrap_or(1);
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
-            rt.block_on(blaze_tokio::App::from(app()).listen(addr))
+            rt.block_on(async {
+                let app = blaze_tokio::App::from(app());
+                if let Some(url) = arg("--redis") {
+                    let backplane = blaze_redis::RedisBackplane::connect(&url).await.map_err(std::io::Error::other)?;
+                    println!("clustered through {url} as node {:016x}", backplane.node_id());
+                    app.cluster(backplane);
+                }
+                app.listen(addr).await
+            })
         }
         "async-std" => {
+            if arg("--redis").is_some() {
+                eprintln!("--redis needs --runtime tokio (the Redis backplane runs on tokio)");
+                std::process::exit(2);
+            }
             if std::env::var_os("ASYNC_STD_THREAD_COUNT").is_none() {
                 std::env::set_var("ASYNC_STD_THREAD_COUNT", "1");
             }

@@ -128,13 +128,13 @@ export async function startConformance() {
  * A workspace binary (chat, echo) that takes `--addr HOST:PORT` and cannot
  * bind port 0: pick a free port, and retry with another if it was taken.
  */
-export async function startBin(name, ready) {
+export async function startBin(name, ready, extraArgs = []) {
   let lastError;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
     let server;
     try {
-      server = await launch(binary('bin', name), ['--addr', `${HOST}:${port}`], ready);
+      server = await launch(binary('bin', name), ['--addr', `${HOST}:${port}`, ...extraArgs], ready);
       // chat prints its line before binding: wait until it accepts.
       await Promise.race([
         waitForPort(port),
@@ -149,4 +149,33 @@ export async function startBin(name, ready) {
     }
   }
   throw lastError;
+}
+
+/**
+ * Debian's redis-server on a free port, in a temp dir, without persistence
+ * (for the cluster tests). Returns { url, port, stop() }.
+ */
+export async function startRedis() {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const os = await import('node:os');
+  const file = '/usr/bin/redis-server';
+  if (!existsSync(file)) throw new Error(`${file} missing: run scripts/install-test-deps.sh`);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'blaze-redis-'));
+  const port = await freePort();
+  const args = ['--port', String(port), '--bind', HOST, '--save', '', '--appendonly', 'no', '--dir', dir];
+  const child = spawn(file, args, { stdio: 'ignore' });
+  live.add(child);
+  const exited = new Promise((resolve) => child.on('exit', () => resolve(live.delete(child))));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitForPort(port);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { url: `redis://${HOST}:${port}`, port, stop };
 }
