@@ -131,6 +131,17 @@ impl App {
         self.ws(path, StreamHandler { f })
     }
 
+    /// A stream-style WebSocket route with its own configuration
+    /// (subprotocols, limits, timeouts, compression), as
+    /// [`App::ws_with_config`] is for a [`Handler`].
+    pub fn ws_stream_with_config<F, Fut>(&self, path: &str, config: WsConfig, f: F) -> RouteRef<'_>
+    where
+        F: Fn(WsStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.ws_with_config(path, config, StreamHandler { f })
+    }
+
     /// A plain HTTP `GET` route (a page, a health check).
     pub fn get(&self, path: &str, handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> RouteRef<'_> {
         self.http("GET", path, handler)
@@ -322,6 +333,16 @@ impl<'a> Group<'a> {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.ws(path, StreamHandler { f })
+    }
+
+    /// A stream-style WebSocket route under the prefix, with its own
+    /// configuration.
+    pub fn ws_stream_with_config<F, Fut>(&self, path: &str, config: WsConfig, f: F) -> RouteRef<'a>
+    where
+        F: Fn(WsStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.ws_with_config(path, config, StreamHandler { f })
     }
 
     /// A GET route under the prefix.

@@ -354,7 +354,10 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                     tracing::debug!(id = %self.ws.id(), code = info.code.0, cause = ?info.cause, "connection closed");
                     self.call(|h, ws| h.on_close(ws, info.code.0, &info.reason));
                 }
-                Event::Ping(_) | Event::Pong(_) => {}
+                // Already answered (pings) and counted by the heartbeat
+                // (pongs) at read time: the handler only observes them.
+                Event::Ping(payload) => self.call(|h, ws| h.on_ping(ws, payload)),
+                Event::Pong(payload) => self.call(|h, ws| h.on_pong(ws, payload)),
                 _ => {}
             }
         }
