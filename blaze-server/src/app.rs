@@ -14,7 +14,9 @@ use crate::hub::{ConnectionSummary, Hub};
 use crate::outgoing::IntoPrepared;
 use crate::request::{Guard, HttpHandler, Request, Response};
 use crate::router::{join, Pattern};
+use crate::runtime::Runtime;
 use crate::shutdown::Shutdown;
+use crate::tasks::BackgroundTasks;
 use crate::socket::{WebSocket, WsStream};
 
 pub(crate) enum RouteKind {
@@ -33,8 +35,9 @@ pub(crate) struct AppInner {
     pub(crate) routes: RwLock<Vec<Arc<Route>>>,
     pub(crate) config: RwLock<WsConfig>,
     pub(crate) hub: Arc<Hub>,
-    pub(crate) shutdown: Shutdown,
+    pub(crate) shutdown: Arc<Shutdown>,
     pub(crate) drain_timeout: RwLock<Duration>,
+    pub(crate) tasks: Arc<BackgroundTasks>,
 }
 
 /// A Blaze application: WebSocket and HTTP routes, and the registry of
@@ -73,13 +76,15 @@ impl Default for App {
 impl App {
     /// An app with no routes and the default [`WsConfig`].
     pub fn new() -> App {
+        let shutdown = Arc::new(Shutdown::default());
         App {
             inner: Arc::new(AppInner {
                 routes: RwLock::new(Vec::new()),
                 config: RwLock::new(WsConfig::default()),
-                hub: Arc::new(Hub::default()),
-                shutdown: Shutdown::default(),
+                hub: Arc::new(Hub::with_shutdown(shutdown.clone())),
+                shutdown,
                 drain_timeout: RwLock::new(Duration::from_secs(10)),
+                tasks: Arc::default(),
             }),
         }
     }
@@ -244,6 +249,49 @@ impl App {
     pub fn shutdown(&self) {
         self.inner.shutdown.trigger();
     }
+
+    /// Whether a graceful shutdown has started and `serve` has not yet
+    /// returned (the Go Blaze's `ctx.IsShuttingDown()`). Also on the
+    /// handle: [`WebSocket::is_shutting_down`].
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_triggered()
+    }
+
+    /// A future that completes when a graceful shutdown starts, for a
+    /// background loop to end cleanly instead of being stopped mid-step:
+    ///
+    /// ```
+    /// let app = blaze_server::App::new();
+    /// let stop = app.shutdown_signal();
+    /// let ticker = app.clone();
+    /// let task = async move {
+    ///     // On tokio, in a loop: `tokio::select! { _ = &mut stop => break, _ = tick() => {} }`.
+    ///     stop.await;
+    ///     let _ = ticker.broadcast("/market", "market closed");
+    /// };
+    /// # drop(task);
+    /// ```
+    ///
+    /// It owns what it needs (`'static`), so it moves into a task. A
+    /// shutdown that starts after the call completes it, even if the
+    /// shutdown has ended by the time the future is polled.
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.shutdown.signal()
+    }
+
+    /// Runs a background task on `rt` for the life of the server: when a
+    /// graceful shutdown has drained the connections, every task still
+    /// running is stopped (dropped) and `serve` waits for that before it
+    /// returns. A task that finishes leaves the count at once. The
+    /// adapters' `App::spawn` call this with their runtime.
+    pub fn spawn_with<R: Runtime>(&self, rt: &R, future: impl Future<Output = ()> + Send + 'static) {
+        self.inner.tasks.spawn(rt, Box::pin(future));
+    }
+
+    /// Background tasks (from `spawn`) still running.
+    pub fn background_tasks(&self) -> usize {
+        self.inner.tasks.len()
+    }
 }
 
 /// Stops a running server gracefully from anywhere.
@@ -256,6 +304,11 @@ impl ShutdownHandle {
     /// Starts the graceful shutdown (see [`App::shutdown`]).
     pub fn shutdown(&self) {
         self.app.shutdown();
+    }
+
+    /// Whether a graceful shutdown is under way (see [`App::is_shutting_down`]).
+    pub fn is_shutting_down(&self) -> bool {
+        self.app.is_shutting_down()
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Hub {
     encodings: AtomicU64,
     compressions: AtomicU64,
     next_id: AtomicU64,
+    /// The app's shutdown signal, for `WebSocket::is_shutting_down`.
+    pub(crate) shutdown: Arc<crate::shutdown::Shutdown>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,6 +92,11 @@ pub(crate) enum AdmitError {
 }
 
 impl Hub {
+    /// A hub reporting `shutdown` to its connections' handles.
+    pub(crate) fn with_shutdown(shutdown: Arc<crate::shutdown::Shutdown>) -> Hub {
+        Hub { shutdown, ..Hub::default() }
+    }
+
     pub(crate) fn next_id(&self) -> ConnId {
         ConnId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
     }

@@ -27,6 +27,7 @@ pub mod runtime;
 mod serve;
 mod shutdown;
 mod socket;
+mod tasks;
 
 pub use app::{App, Group, RouteRef, ShutdownHandle};
 pub use client::{connect_with, ClientError, ClientOptions, WsUrl};

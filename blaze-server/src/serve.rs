@@ -81,6 +81,7 @@ impl App {
         }
         drop(listener);
         self.drain(&rt, &tasks).await;
+        self.inner.tasks.stop_all(&rt).await;
         self.inner.shutdown.reset();
         Ok(())
     }

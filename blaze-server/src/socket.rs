@@ -420,6 +420,15 @@ impl WebSocket {
         }
     }
 
+    /// Whether the server is shutting down (the Go Blaze's
+    /// `ctx.IsShuttingDown()`): a long loop can say goodbye and stop. The
+    /// server closes every connection with 1001 right after a shutdown
+    /// starts, so this is mostly for work spawned from a handler. Always
+    /// `false` for a client.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.hub.as_ref().is_some_and(|hub| hub.shutdown.is_triggered())
+    }
+
     /// Runs a future on the server's runtime (for handler work that awaits).
     pub fn spawn(&self, future: impl std::future::Future<Output = ()> + Send + 'static) {
         (self.shared.spawner)(Box::pin(future));
