@@ -182,16 +182,79 @@ impl App {
         self.inner.routes.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Sends a message to every connection on `path` (text, binary,
-    /// [`crate::Json`], or a prepared message), framed once. Returns how
-    /// many connections it was queued for; never waits on a slow client.
+    /// Sends a message (text, binary, [`crate::Json`], or a prepared
+    /// message), framed once, to every connection `path` reaches:
+    ///
+    /// * a concrete path (`/game/42`, `/chat`) reaches the connections on
+    ///   that path (normalized like request paths: `/chat/` is `/chat`);
+    /// * a route pattern with parameters, exactly as the route was added
+    ///   (`/game/:room_id`, `/files/*path`), reaches every connection of
+    ///   that route, whatever their paths (every room).
+    ///
+    /// Returns how many connections it was queued for (0 if none is there
+    /// now); never waits on a slow client. A path no WebSocket route
+    /// matches is [`SendError::NoRoute`]: nobody could ever be there, so it
+    /// is a mistake (a typo, a route not added yet), reported before the
+    /// message is serialized. Every connection on every route:
+    /// [`App::broadcast_all`].
+    ///
+    /// ```
+    /// use blaze_server::{App, Callbacks, SendError};
+    /// let app = App::new();
+    /// app.ws("/game/:room_id", Callbacks::new());
+    /// assert_eq!(app.broadcast("/game/:room_id", "to every room"), Ok(0));
+    /// assert_eq!(app.broadcast("/game/7", "to room 7"), Ok(0));
+    /// assert!(matches!(app.broadcast("/gmae/7", "typo"), Err(SendError::NoRoute(_))));
+    /// ```
     pub fn broadcast(&self, path: &str, message: impl IntoPrepared) -> Result<usize, SendError> {
-        self.inner.hub.broadcast(path, message, None)
+        self.broadcast_to(path, message, None)
     }
 
     /// Like [`App::broadcast`], but not to `except` (usually the sender).
     pub fn broadcast_except(&self, path: &str, message: impl IntoPrepared, except: ConnId) -> Result<usize, SendError> {
-        self.inner.hub.broadcast(path, message, Some(except))
+        self.broadcast_to(path, message, Some(except))
+    }
+
+    /// Sends a value as JSON text to every connection `path` reaches (see
+    /// [`App::broadcast`]), serialized and framed once: the C++ Blaze's
+    /// `app.broadcast("/market", Update{...})`. The same as
+    /// `app.broadcast(path, Json(value))`; a separate method because one
+    /// `broadcast` cannot take both strings (sent as they are) and any
+    /// `Serialize` value (a `&str` is `Serialize` too: it would be quoted).
+    pub fn broadcast_json<T: serde::Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<usize, SendError> {
+        self.broadcast(path, crate::Json(value))
+    }
+
+    /// Sends a message to every live connection on every route, framed
+    /// once (crest's `ws.broadcast`).
+    pub fn broadcast_all(&self, message: impl IntoPrepared) -> Result<usize, SendError> {
+        self.inner.hub.broadcast_all(message, None)
+    }
+
+    fn broadcast_to(&self, path: &str, message: impl IntoPrepared, except: Option<ConnId>) -> Result<usize, SendError> {
+        let normalized = crate::router::normalize_path(path);
+        let mut matched = false;
+        for route in self.inner.routes.read().unwrap_or_else(PoisonError::into_inner).iter() {
+            if !matches!(route.kind, RouteKind::Ws { .. }) {
+                continue;
+            }
+            let Some(params) = route.pattern.matches(&normalized) else { continue };
+            if !params.is_empty() && route.pattern.as_str() == normalized {
+                // The pattern itself: every connection of the route.
+                return self.inner.hub.broadcast_route(route.pattern.as_str(), message, except);
+            }
+            matched = true;
+        }
+        if !matched {
+            return Err(SendError::NoRoute(path.to_owned()));
+        }
+        self.inner.hub.broadcast(&normalized, message, except)
+    }
+
+    /// Sends a value as JSON text to every member of a topic, serialized
+    /// and framed once (see [`App::broadcast_json`]).
+    pub fn publish_json<T: serde::Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<usize, SendError> {
+        self.publish(topic, crate::Json(value))
     }
 
     /// Sends a message to every member of a topic, framed once.

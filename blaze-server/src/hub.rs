@@ -29,6 +29,11 @@ pub struct ConnectionSummary {
 #[derive(Default)]
 pub(crate) struct Hub {
     registry: Mutex<Registry<Arc<ConnShared>>>,
+    /// Connections of routes with parameters, keyed by the route pattern
+    /// (`/game/:room_id`), so a broadcast to the pattern reaches every room
+    /// without scanning every connection. Routes without parameters need
+    /// none: their pattern is their one path.
+    by_route: Mutex<Registry<Arc<ConnShared>>>,
     /// Live connections per route pattern (for `max_connections`).
     per_route: Mutex<HashMap<String, usize>>,
     /// Live connections per route pattern and client key ([`ip_key`]; for
@@ -154,11 +159,19 @@ impl Hub {
     pub(crate) fn register(&self, shared: Arc<ConnShared>) {
         // `info.path` was normalized when the request was routed.
         let path = shared.info.path.clone();
+        if shared.info.route != path {
+            let route = shared.info.route.clone();
+            lock(&self.by_route).insert(shared.id, &route, shared.clone());
+        }
         lock(&self.registry).insert(shared.id, &path, shared);
     }
 
     pub(crate) fn unregister(&self, id: ConnId) {
-        lock(&self.registry).remove(id);
+        if let Some(shared) = lock(&self.registry).remove(id) {
+            if shared.info.route != shared.info.path {
+                lock(&self.by_route).remove(id);
+            }
+        }
     }
 
     pub(crate) fn join(&self, id: ConnId, topic: &str) -> bool {
@@ -191,6 +204,30 @@ impl Hub {
         let prepared = self.prepare(message)?;
         let registry = lock(&self.registry);
         let sent = deliver(registry.path_members(&path), &prepared, except);
+        self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
+        Ok(sent)
+    }
+
+    /// Queues `message` on every connection of the route with pattern
+    /// `pattern` (as written in `app.ws`, normalized), whatever its path.
+    pub(crate) fn broadcast_route(
+        &self,
+        pattern: &str,
+        message: impl IntoPrepared,
+        except: Option<ConnId>,
+    ) -> Result<usize, SendError> {
+        let prepared = self.prepare(message)?;
+        let by_route = lock(&self.by_route);
+        let sent = deliver(by_route.path_members(pattern), &prepared, except);
+        self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
+        Ok(sent)
+    }
+
+    /// Queues `message` on every live connection of every route (but `except`).
+    pub(crate) fn broadcast_all(&self, message: impl IntoPrepared, except: Option<ConnId>) -> Result<usize, SendError> {
+        let prepared = self.prepare(message)?;
+        let registry = lock(&self.registry);
+        let sent = deliver(registry.iter(), &prepared, except);
         self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
         Ok(sent)
     }

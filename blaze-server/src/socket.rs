@@ -403,6 +403,24 @@ impl WebSocket {
         self.with_hub(|hub| hub.broadcast(self.path(), message, Some(self.id())))
     }
 
+    /// Sends to every live connection on every route of the server, this
+    /// one included (see [`crate::App::broadcast_all`]).
+    pub fn broadcast_all(&self, message: impl IntoPrepared) -> Result<usize, SendError> {
+        self.with_hub(|hub| hub.broadcast_all(message, None))
+    }
+
+    /// Sends a value as JSON to every connection on this connection's
+    /// path, itself included, serialized and framed once.
+    pub fn broadcast_json<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<usize, SendError> {
+        self.broadcast(Json(value))
+    }
+
+    /// Sends a value as JSON to every member of a topic, serialized and
+    /// framed once.
+    pub fn publish_json<T: serde::Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<usize, SendError> {
+        self.publish(topic, Json(value))
+    }
+
     /// Sends to every member of a topic.
     pub fn publish(&self, topic: &str, message: impl IntoPrepared) -> Result<usize, SendError> {
         self.with_hub(|hub| hub.publish(topic, message, None))
