@@ -23,6 +23,27 @@ pub struct RateLimit {
     pub action: RateLimitAction,
 }
 
+impl RateLimit {
+    /// `per_second` messages on average, `burst` at once; a message over
+    /// the limit is dropped and answered with an error message (the
+    /// default [`RateLimitAction`]; see [`RateLimit::action`]).
+    ///
+    /// ```
+    /// use blaze_server::{RateLimit, RateLimitAction, WsConfig};
+    /// let config = WsConfig::default().rate_limit(Some(RateLimit::new(10.0, 20).action(RateLimitAction::Close)));
+    /// # let _ = config;
+    /// ```
+    pub fn new(per_second: f64, burst: u32) -> RateLimit {
+        RateLimit { per_second, burst, action: RateLimitAction::default() }
+    }
+
+    /// Sets what happens to a message over the limit.
+    pub fn action(mut self, action: RateLimitAction) -> RateLimit {
+        self.action = action;
+        self
+    }
+}
+
 /// What a connection does with a message over its rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -36,6 +57,13 @@ pub enum RateLimitAction {
 
 /// Configuration of a WebSocket route. `Default` holds the defaults below.
 ///
+/// The Go Blaze's `DefaultWebSocketConfig` knobs keep its defaults where
+/// they mean the same thing: `read_buffer_size` 4096, `read_timeout` 60 s,
+/// `write_timeout` 10 s, `ping_interval` 30 s, `pong_timeout` 60 s,
+/// `max_message_size` 1 MiB, compression level 6 (when compression is on;
+/// it is off by default, see `compression`), any origin accepted. One
+/// differs in meaning, and so in value: `write_buffer_size` (see there).
+///
 /// ```
 /// use blaze_server::WsConfig;
 /// use std::time::Duration;
@@ -48,14 +76,38 @@ pub enum RateLimitAction {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct WsConfig {
-    /// Initial read buffer per connection, in bytes. Default 4096. The
-    /// buffer is released while a connection is idle.
+    /// Initial read buffer per connection, in bytes. Default 4096, the Go
+    /// Blaze's `ReadBufferSize`. Unlike Go's, the buffer is released while
+    /// a connection is idle, and grows for a large frame as it arrives.
     pub read_buffer_size: usize,
     /// Bytes of queued output at which the connection writes before
     /// handling the rest of a batch of input. Default 64 KiB.
+    ///
+    /// **Not the Go Blaze's `WriteBufferSize`** (4096 there), though the
+    /// name is the same: Go's is a buffer each connection owns, into which
+    /// frames are copied before they are written (memory per connection;
+    /// a message larger than it is written in pieces). Blaze has no such
+    /// buffer: frames are queued as shared bytes (a broadcast's once for
+    /// every receiver) and leave in one vectored write, and an idle
+    /// connection holds no output memory at all. This is only the point at
+    /// which a batch of replies is flushed before more input is handled,
+    /// so 4096 here would cost a write syscall per 4 KiB of a busy
+    /// connection's replies and save no memory. A ported
+    /// `WriteBufferSize` can be dropped; the memory bound on a
+    /// connection's queued output is `max_backpressure`.
     pub write_buffer_size: usize,
-    /// Close a connection from which no byte arrives for this long.
-    /// Default `None` (heartbeats cover dead peers).
+    /// Close a connection from which no byte arrives for this long (its
+    /// `on_close` gets 1006). Default 60 s, the Go Blaze's `ReadTimeout`,
+    /// with the same meaning: any byte (a message, a pong to the
+    /// heartbeat's ping) starts it again.
+    ///
+    /// With the default heartbeat (a ping after 30 s of silence), a live
+    /// client answers long before it fires, so it is what drops a dead peer
+    /// 60 s after its last byte (the Go seed's bound), before
+    /// `ping_interval + pong_timeout` (90 s) would. Keep it above
+    /// `ping_interval`, or live but quiet clients are dropped; with the
+    /// heartbeat off (`ping_interval(None)`), quiet clients are dropped
+    /// after it unless it is off too (`read_timeout(None)`).
     pub read_timeout: Option<Duration>,
     /// Close a connection whose pending output makes no progress for this
     /// long. Default 10 s.
@@ -115,7 +167,7 @@ impl Default for WsConfig {
         WsConfig {
             read_buffer_size: 4096,
             write_buffer_size: 64 * 1024,
-            read_timeout: None,
+            read_timeout: Some(Duration::from_secs(60)),
             write_timeout: Some(Duration::from_secs(10)),
             ping_interval: Some(Duration::from_secs(30)),
             pong_timeout: Duration::from_secs(60),
