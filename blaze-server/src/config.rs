@@ -5,12 +5,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blaze_proto::handshake::{HandshakeLimits, HttpRequest};
+use blaze_proto::handshake::HandshakeLimits;
 use blaze_proto::deflate::{CompressionMode, DeflateConfig};
 use blaze_proto::BackpressurePolicy;
 
-/// Decides whether an upgrade request's `Origin` is allowed (rejected → 403).
-pub type OriginCheck = Arc<dyn Fn(&HttpRequest) -> bool + Send + Sync>;
+use crate::replies::ErrorReplies;
+use crate::request::Request;
+
+/// Decides whether an upgrade request's `Origin` is allowed (rejected →
+/// 403). It sees the same [`Request`] guards see (`req.header("origin")`).
+pub type OriginCheck = Arc<dyn Fn(&Request) -> bool + Send + Sync>;
 
 /// A token bucket: `per_second` messages on average, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,7 +52,9 @@ impl RateLimit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum RateLimitAction {
-    /// Drop the message and send the client `{"type":"error","error":"rate limit exceeded"}`.
+    /// Drop the message and send the client the error reply: by default
+    /// `{"type":"error","error":"rate limit exceeded"}` (see
+    /// [`WsConfig::error_replies`]).
     #[default]
     ErrorMessage,
     /// Close the connection with 1008 (policy violation).
@@ -160,6 +166,10 @@ pub struct WsConfig {
     /// messages rarely repay; turn it on for large or repetitive text.
     /// See [`WsConfig::enable_compression`].
     pub compression: Option<DeflateConfig>,
+    /// What a client is sent when one of its messages is refused (bad
+    /// JSON, over the rate limit). Default [`ErrorReplies::Json`]:
+    /// `{"type":"error","error":"..."}`; or `Off`, or your own.
+    pub error_replies: ErrorReplies,
 }
 
 impl Default for WsConfig {
@@ -187,6 +197,7 @@ impl Default for WsConfig {
             max_connections_per_ip: None,
             max_request_head: 16 * 1024,
             compression: None,
+            error_replies: ErrorReplies::Json,
         }
     }
 }
@@ -258,6 +269,8 @@ setters! {
     max_connections_per_ip: Option<usize>;
     /// Sets `max_request_head`.
     max_request_head: usize;
+    /// Sets `error_replies` (`ErrorReplies::Off` for none).
+    error_replies: ErrorReplies;
 }
 
 impl WsConfig {
@@ -268,7 +281,7 @@ impl WsConfig {
     }
 
     /// Sets the origin check.
-    pub fn check_origin(mut self, check: impl Fn(&HttpRequest) -> bool + Send + Sync + 'static) -> Self {
+    pub fn check_origin(mut self, check: impl Fn(&Request) -> bool + Send + Sync + 'static) -> Self {
         self.check_origin = Some(Arc::new(check));
         self
     }

@@ -22,6 +22,8 @@ use crate::config::{RateLimit, RateLimitAction, WsConfig};
 use crate::error::WsError;
 use crate::handler::{panic_message, Handler};
 use crate::rate::TokenBucket;
+use crate::replies::{ConnErrorReplies, ErrorReplies};
+use crate::socket::ClosedBy;
 use crate::runtime::{BoxFuture, Runtime, Transport};
 use crate::serve::Release;
 use crate::socket::WebSocket;
@@ -60,6 +62,7 @@ pub(crate) struct DriverLimits {
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) close_timeout: Duration,
     pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) error_replies: ErrorReplies,
 }
 
 impl DriverLimits {
@@ -71,6 +74,7 @@ impl DriverLimits {
             write_timeout: config.write_timeout,
             close_timeout: config.close_timeout,
             rate_limit: config.rate_limit,
+            error_replies: config.error_replies.clone(),
         }
     }
 }
@@ -170,6 +174,10 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     /// Runs `on_open` and feeds the core any frames that arrived with the
     /// handshake. Called on the first poll.
     fn open(&mut self) {
+        if !self.limits.error_replies.is_default() {
+            // For `parse_json`, which has only the handle.
+            self.ws.set_local(ConnErrorReplies(self.limits.error_replies.clone()));
+        }
         self.call(|h, ws| h.on_open(ws));
         if !self.read_buf.is_empty() {
             let now = self.rt.now();
@@ -365,6 +373,8 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                         self.call(|h, ws| h.on_error(ws, &err));
                     }
                     tracing::debug!(id = %self.ws.id(), code = info.code.0, cause = ?info.cause, "connection closed");
+                    // Who closed, for `ws.close_cause()` in on_close and after.
+                    self.ws.set_local(ClosedBy(info.cause.clone()));
                     self.call(|h, ws| h.on_close(ws, info.code.0, &info.reason));
                 }
                 // Already answered (pings) and counted by the heartbeat
@@ -389,7 +399,9 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                 match action {
                     RateLimitAction::Close => self.close_for_rate_limit(now),
                     _ => {
-                        let _ = self.ws.send_json(&serde_json::json!({"type": "error", "error": "rate limit exceeded"}));
+                        if let Some(reply) = self.limits.error_replies.reply(&WsError::RateLimited) {
+                            let _ = self.ws.send(reply);
+                        }
                     }
                 }
                 return;

@@ -45,8 +45,16 @@ pub trait Handler: Send + Sync + 'static {
     fn on_binary(&self, ws: &WebSocket, data: Bytes) {
         let _ = (ws, data);
     }
-    /// The connection closed, however it ended; called exactly once. `code`
-    /// is what the peer sent (1005 if nothing, 1006 if the connection died).
+    /// The connection closed, however it ended; called exactly once.
+    ///
+    /// `code` and `reason` are those of the close handshake: the peer's
+    /// when it closed first, its answer to ours when we did (normally our
+    /// own code echoed back), the code we sent when we failed the
+    /// connection for a protocol error (1002, 1007, 1009, ...; the peer's
+    /// answer is not awaited), 1005 if the peer's close frame had no code,
+    /// and 1006 when there was no close handshake (reset, pong timeout,
+    /// close timeout, read or write timeout). Who closed and why:
+    /// [`WebSocket::close_cause`].
     fn on_close(&self, ws: &WebSocket, code: u16, reason: &str) {
         let _ = (ws, code, reason);
     }

@@ -209,10 +209,11 @@ async fn upgrade<R: Runtime, T: Transport>(
         Ok(upgrade) => upgrade,
         Err(err) => return respond_and_close(&rt, &mut io, err.to_response()).await,
     };
+    let request = to_request(&upgrade.request, params, ctx, Bytes::new());
     // A panicking origin check or guard answers 500 and ends only this
     // request; the server goes on (as for HTTP handlers).
     if let Some(check) = &config.check_origin {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&upgrade.request))) {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&request))) {
             Ok(true) => {}
             Ok(false) => return respond_and_close(&rt, &mut io, Response::text(403, "origin not allowed")).await,
             Err(panic) => {
@@ -221,7 +222,6 @@ async fn upgrade<R: Runtime, T: Transport>(
             }
         }
     }
-    let request = to_request(&upgrade.request, params, ctx, Bytes::new());
     let mut locals = Extensions::new();
     for guard in &route.guards {
         if let Err(response) = run_guard(guard, &request, &mut locals) {
@@ -392,7 +392,8 @@ async fn serve_http<R: Runtime, T: Transport>(
 
 /// Writes a response and closes the connection (responses that do not
 /// upgrade always close: these are pages and rejections, not an API server).
-async fn respond_and_close<R: Runtime, T: Transport>(rt: &R, io: &mut T, response: Response) {
+async fn respond_and_close<R: Runtime, T: Transport>(rt: &R, io: &mut T, response: impl Into<Response>) {
+    let response = response.into();
     if response.status >= 400 {
         tracing::debug!(status = response.status, "request rejected");
     }

@@ -10,13 +10,14 @@ use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 
-use blaze_proto::{CloseCode, ConnId, Connection, Message, PreparedMessage};
+use blaze_proto::{CloseCause, CloseCode, ConnId, Connection, Message, PreparedMessage};
 
 use crate::error::{SendError, WsError};
 use crate::frame::Frame;
 use crate::hub::Hub;
 use crate::locals::Extensions;
 use crate::outgoing::{IntoMessage, IntoPrepared, Json};
+use crate::replies::ConnErrorReplies;
 use crate::runtime::BoxFuture;
 
 /// Runs a future on the server's runtime.
@@ -352,9 +353,31 @@ impl WebSocket {
         self.shared.info.protocol.as_deref()
     }
 
-    /// Everything known from the upgrade request.
+    /// Everything known from the upgrade request: path, route, params,
+    /// query, headers, addresses, subprotocol. What the Go Blaze reaches
+    /// through `ws.Context()` (`ctx.Query("user_id")` is
+    /// `ws.query("user_id")` or `ws.info().query`), as plain data: the
+    /// request itself is gone once the connection is upgraded.
     pub fn info(&self) -> &ConnInfo {
         &self.shared.info
+    }
+
+    /// The `User-Agent` of the upgrade request (the Go Blaze's
+    /// `ws.UserAgent()`).
+    pub fn user_agent(&self) -> Option<&str> {
+        self.header("user-agent")
+    }
+
+    /// How the connection ended, once it has (from `on_close` on; `None`
+    /// before): [`CloseCause::Remote`] the peer closed first,
+    /// [`CloseCause::Local`] we did (`ws.close`, shutdown, a rate limit, a
+    /// stream handler returning), [`CloseCause::Protocol`] we failed it
+    /// for a protocol error, [`CloseCause::PongTimeout`] /
+    /// [`CloseCause::CloseTimeout`] a peer that stopped answering,
+    /// [`CloseCause::TransportClosed`] the connection itself ended (reset,
+    /// EOF, or the read or write timeout).
+    pub fn close_cause(&self) -> Option<CloseCause> {
+        self.locals().get::<ClosedBy>().map(|c| c.0.clone())
     }
 
     /// Stores typed per-connection state, replacing any of the same type.
@@ -452,6 +475,11 @@ impl WebSocket {
         (self.shared.spawner)(Box::pin(future));
     }
 }
+
+/// The connection's close cause, kept in its locals once closed (private:
+/// no handler can see it but through `close_cause`).
+#[derive(Clone)]
+pub(crate) struct ClosedBy(pub(crate) CloseCause);
 
 fn find<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
@@ -596,8 +624,11 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(ws: &WebSocket, message
         Message::Text(text) => serde_json::from_str(text).map_err(|e| WsError::Json(e.to_string())),
         Message::Binary(_) => Err(WsError::Json("expected a text message".into())),
     };
-    if let Err(WsError::Json(reason)) = &result {
-        let _ = ws.send_json(&serde_json::json!({"type": "error", "error": format!("invalid JSON: {reason}")}));
+    if let Err(error) = &result {
+        let replies = ws.locals().get::<ConnErrorReplies>().map(|r| r.0.clone()).unwrap_or_default();
+        if let Some(reply) = replies.reply(error) {
+            let _ = ws.send(reply);
+        }
     }
     result
 }
