@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use blaze_proto::ConnId;
 
+use crate::admission::{async_guard, Admission, AsyncGuard};
 use crate::config::WsConfig;
 use crate::error::SendError;
 use crate::handler::{Handler, StreamHandler};
@@ -29,6 +30,8 @@ pub(crate) struct Route {
     pub(crate) pattern: Pattern,
     pub(crate) kind: RouteKind,
     pub(crate) guards: Vec<Guard>,
+    /// Run after `guards`, on WebSocket routes (see `RouteRef::guard_async`).
+    pub(crate) async_guards: Vec<AsyncGuard>,
 }
 
 pub(crate) struct AppInner {
@@ -174,7 +177,7 @@ impl App {
 
     fn add(&self, path: &str, kind: RouteKind, guards: Vec<Guard>) -> RouteRef<'_> {
         let mut routes = self.inner.routes.write().unwrap_or_else(PoisonError::into_inner);
-        routes.push(Arc::new(Route { pattern: Pattern::parse(path), kind, guards }));
+        routes.push(Arc::new(Route { pattern: Pattern::parse(path), kind, guards, async_guards: Vec::new() }));
         RouteRef { app: self, index: routes.len() - 1 }
     }
 
@@ -389,7 +392,66 @@ impl RouteRef<'_> {
         let route = &mut routes[self.index];
         let mut guards = route.guards.clone();
         guards.push(guard);
-        let updated = Route { pattern: route.pattern.clone(), kind: route.kind.clone_kind(), guards };
+        let updated = Route {
+            pattern: route.pattern.clone(),
+            kind: route.kind.clone_kind(),
+            guards,
+            async_guards: route.async_guards.clone(),
+        };
+        *route = Arc::new(updated);
+        drop(routes);
+        self
+    }
+
+    /// Adds an asynchronous guard to a WebSocket route: it runs after the
+    /// synchronous guards, may await (a token looked up in a database),
+    /// and decides with an [`Admission`]: accept (optionally choosing the
+    /// subprotocol from the client's offer, this connection's
+    /// configuration, typed locals), reject with a status and body, or
+    /// answer a plain HTTP request to the route with a page. It must
+    /// decide within the handshake timeout (counted from accept; 408
+    /// after); a panic answers 500. Guards run in the order added.
+    ///
+    /// ```
+    /// use blaze_server::{Admission, App, Callbacks, WsConfig};
+    /// # async fn lookup(_token: &str) -> Option<String> { Some("ann".into()) }
+    /// #[derive(Clone)]
+    /// struct User(String);
+    /// let app = App::new();
+    /// app.ws("/chat", Callbacks::new().on_open(|ws| {
+    ///     let _ = ws.send(format!("hi {}", ws.local::<User>().unwrap().0));
+    /// }))
+    /// .guard_async(|req| async move {
+    ///     if !req.is_upgrade() {
+    ///         return Admission::respond(blaze_server::Response::text(200, "connect with a WebSocket"));
+    ///     }
+    ///     let Some(token) = req.bearer_token() else { return Admission::reject(401, "missing token") };
+    ///     match lookup(token).await {
+    ///         Some(name) => {
+    ///             let accept = Admission::accept().local(User(name));
+    ///             if req.protocols().contains(&"chat.v2") { accept.protocol("chat.v2") } else { accept }
+    ///         }
+    ///         None => Admission::reject(403, "unknown token"),
+    ///     }
+    /// });
+    /// ```
+    ///
+    /// On an HTTP route it is never run.
+    pub fn guard_async<F, Fut>(self, f: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Admission> + Send + 'static,
+    {
+        let mut routes = self.app.inner.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let route = &mut routes[self.index];
+        let mut async_guards = route.async_guards.clone();
+        async_guards.push(async_guard(f));
+        let updated = Route {
+            pattern: route.pattern.clone(),
+            kind: route.kind.clone_kind(),
+            guards: route.guards.clone(),
+            async_guards,
+        };
         *route = Arc::new(updated);
         drop(routes);
         self

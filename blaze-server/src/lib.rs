@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod admission;
 mod app;
 mod client;
 mod config;
@@ -30,6 +31,7 @@ mod shutdown;
 mod socket;
 mod tasks;
 
+pub use admission::{Admission, AsyncGuard};
 pub use app::{App, Group, RouteRef, ShutdownHandle};
 pub use client::{connect_with, ClientError, ClientOptions, WsUrl};
 pub use config::{OriginCheck, RateLimit, RateLimitAction, WsConfig};

@@ -145,6 +145,26 @@ impl Request {
         self.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).or_else(|| self.query("token"))
     }
 
+    /// Whether this is a WebSocket upgrade request (`Upgrade: websocket`):
+    /// an async guard on a WebSocket route can answer other requests with
+    /// a plain page ([`crate::Admission::respond`]).
+    pub fn is_upgrade(&self) -> bool {
+        self.headers.iter().any(|(n, v)| n == "upgrade" && v.to_ascii_lowercase().contains("websocket"))
+    }
+
+    /// The subprotocols the client offers (`Sec-WebSocket-Protocol`), in
+    /// its order of preference: what an async guard may choose from
+    /// ([`crate::Admission::protocol`]).
+    pub fn protocols(&self) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == "sec-websocket-protocol")
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
+
     /// The body as UTF-8 text.
     pub fn text(&self) -> Option<&str> {
         std::str::from_utf8(&self.body).ok()

@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use blaze_proto::handshake::{HandshakeError, HttpRequest, RequestReader, UpgradeRequest};
 use blaze_proto::{CloseCode, Connection, Role};
 
+use crate::admission::{run_async_guards, Decision};
 use crate::app::{App, Route, RouteKind};
 use crate::driver::{Driver, DriverLimits};
 use crate::hub::AdmitError;
@@ -156,7 +157,7 @@ async fn handle_connection<R: Runtime, T: Transport>(
             _ => {}
         }
     }
-    let ctx = Ctx { remote_addr, local_addr };
+    let ctx = Ctx { remote_addr, local_addr, deadline: reader.poll_timeout() };
     match (ws_route, http_route) {
         (Some((route, params)), _) if is_upgrade => {
             upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard).await
@@ -175,6 +176,8 @@ async fn handle_connection<R: Runtime, T: Transport>(
 struct Ctx {
     remote_addr: Option<SocketAddr>,
     local_addr: Option<SocketAddr>,
+    /// The handshake's deadline (from accept): bounds async guards too.
+    deadline: std::time::Instant,
 }
 
 fn to_request(http: &HttpRequest, params: Vec<(String, String)>, ctx: Ctx, body: Bytes) -> Request {
@@ -205,6 +208,19 @@ async fn upgrade<R: Runtime, T: Transport>(
 ) {
     let RouteKind::Ws { handler, config } = &route.kind else { return };
     let config = config.as_deref().cloned().unwrap_or_else(|| app.current_config());
+    if !route.async_guards.is_empty() && !crate::admission::is_upgrade(&request) {
+        // A plain request to the route: its async guards may answer it
+        // (a page); if they accept, it is still not an upgrade (426).
+        let plain = to_request(&request, params.clone(), ctx, Bytes::new());
+        for guard in &route.guards {
+            if let Err(response) = run_guard(guard, &plain, &mut Extensions::new()) {
+                return respond_and_close(&rt, &mut io, response).await;
+            }
+        }
+        if let Decision::Respond(response) = run_async_guards(&rt, ctx.deadline, &route.async_guards, &plain).await {
+            return respond_and_close(&rt, &mut io, response).await;
+        }
+    }
     let upgrade = match UpgradeRequest::validate(request) {
         Ok(upgrade) => upgrade,
         Err(err) => return respond_and_close(&rt, &mut io, err.to_response()).await,
@@ -228,6 +244,21 @@ async fn upgrade<R: Runtime, T: Transport>(
             return respond_and_close(&rt, &mut io, response).await;
         }
     }
+    // Asynchronous guards: accept with options, or answer instead.
+    let mut accepted = crate::admission::AcceptOptions::default();
+    if !route.async_guards.is_empty() {
+        match run_async_guards(&rt, ctx.deadline, &route.async_guards, &request).await {
+            Decision::Respond(response) => return respond_and_close(&rt, &mut io, response).await,
+            Decision::Accept(options) => accepted = options,
+        }
+        locals.extend(std::mem::take(&mut accepted.locals));
+    }
+    if let Some(chosen) = &accepted.protocol {
+        if !upgrade.protocols.iter().any(|offered| offered == chosen) {
+            tracing::error!(path = %request.path, protocol = %chosen, offered = ?upgrade.protocols, "async guard chose a subprotocol the client did not offer");
+            return respond_and_close(&rt, &mut io, Response::text(500, "internal server error")).await;
+        }
+    }
     let hub = app.inner.hub.clone();
     let route_key = route.pattern.as_str();
     let ip = ctx.remote_addr.map(|a| a.ip());
@@ -238,7 +269,10 @@ async fn upgrade<R: Runtime, T: Transport>(
         };
         return respond_and_close(&rt, &mut io, response).await;
     }
-    let protocol = upgrade.select_protocol(&config.subprotocols).map(str::to_owned);
+    // The connection's own configuration, if a guard chose one (the
+    // route's limits above still counted it).
+    let config = accepted.config.map(|c| *c).unwrap_or(config);
+    let protocol = accepted.protocol.or_else(|| upgrade.select_protocol(&config.subprotocols).map(str::to_owned));
     let deflate = config.compression.as_ref().and_then(|c| Some((upgrade.negotiate_deflate(c)?, *c)));
     let extensions = deflate.as_ref().map(|(params, _)| params.to_header());
     let response = upgrade.accept(protocol.as_deref(), extensions.as_deref()).to_bytes();
