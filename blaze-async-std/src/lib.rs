@@ -19,11 +19,11 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod async_std_rt;
+mod ctrl_c;
 
 use std::future::Future;
 use std::io;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 pub use async_std_rt::{Accept, AsyncStdIo, AsyncStdRuntime};
@@ -36,7 +36,6 @@ use async_std_rt::AcceptLoop;
 #[derive(Clone, Debug, Default)]
 pub struct App {
     app: blaze_server::App,
-    tasks: Arc<Mutex<Vec<async_std::task::JoinHandle<()>>>>,
 }
 
 impl Deref for App {
@@ -49,7 +48,7 @@ impl Deref for App {
 impl From<blaze_server::App> for App {
     /// Serves an app whose routes were built runtime-independently.
     fn from(app: blaze_server::App) -> App {
-        App { app, tasks: Arc::default() }
+        App { app }
     }
 }
 
@@ -59,27 +58,29 @@ impl App {
         App::default()
     }
 
-    /// Binds `addr` and serves until [`blaze_server::App::shutdown`].
+    /// Binds `addr` and serves until Ctrl-C or
+    /// [`blaze_server::App::shutdown`], then shuts down gracefully (as
+    /// `blaze_tokio::App::listen` does).
     pub async fn listen(&self, addr: impl async_std::net::ToSocketAddrs) -> io::Result<()> {
         let listener = async_std::net::TcpListener::bind(addr).await?;
         tracing::info!("listening on {}", listener.local_addr()?);
+        let _ctrl_c = ctrl_c::shutdown_on_ctrl_c(self.shutdown_handle());
         self.serve(listener).await
     }
 
-    /// Serves connections from any [`Accept`]or until shutdown.
+    /// Serves connections from any [`Accept`]or until shutdown. Background
+    /// tasks from [`App::spawn`] still running once the connections have
+    /// drained are stopped, and `serve` returns after they are dropped.
     pub async fn serve<A: Accept>(&self, listener: A) -> io::Result<()> {
-        let result = self.app.serve_with(AsyncStdRuntime, AcceptLoop::new(listener)).await;
-        let tasks: Vec<_> = self.tasks.lock().unwrap_or_else(PoisonError::into_inner).drain(..).collect();
-        for task in tasks {
-            task.cancel().await;
-        }
-        result
+        self.app.serve_with(AsyncStdRuntime, AcceptLoop::new(listener)).await
     }
 
-    /// Runs a background task for the life of the server.
+    /// Runs a background task for the life of the server; it is stopped
+    /// and awaited when `serve` shuts down (see
+    /// [`blaze_server::App::spawn_with`]; to end cleanly instead, race it
+    /// against [`blaze_server::App::shutdown_signal`]).
     pub fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
-        let handle = async_std::task::spawn(future);
-        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
+        self.app.spawn_with(&AsyncStdRuntime, future);
     }
 }
 

@@ -11,7 +11,8 @@ use crate::frame::{encode_frame, encoded_len, FrameHeader, OpCode};
 use crate::message::Message;
 
 /// A server-to-client frame encoded once. Cloning it, or queueing it on
-/// any number of server connections ([`crate::Connection::send_prepared`]),
+/// any number of server connections (`send_prepared` on a connection: in
+/// Blaze's server, `WebSocket::send_prepared`, or pass it to a broadcast),
 /// shares the same bytes: no copy, no re-encoding.
 ///
 /// Connections with permessage-deflate in shared mode (no server context

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use blaze_proto::ConnId;
 
+use crate::async_admission::{async_guard, Admission, AsyncGuard};
 use crate::config::WsConfig;
 use crate::error::SendError;
 use crate::handler::{Handler, StreamHandler};
@@ -14,7 +15,9 @@ use crate::hub::{ConnectionSummary, Hub};
 use crate::outgoing::IntoPrepared;
 use crate::request::{Guard, HttpHandler, Request, Response};
 use crate::router::{join, Pattern};
+use crate::runtime::Runtime;
 use crate::shutdown::Shutdown;
+use crate::tasks::BackgroundTasks;
 use crate::socket::{WebSocket, WsStream};
 
 pub(crate) enum RouteKind {
@@ -27,16 +30,19 @@ pub(crate) struct Route {
     pub(crate) pattern: Pattern,
     pub(crate) kind: RouteKind,
     pub(crate) guards: Vec<Guard>,
+    /// Run after `guards`, on WebSocket routes (see `RouteRef::guard_async`).
+    pub(crate) async_guards: Vec<AsyncGuard>,
 }
 
 pub(crate) struct AppInner {
     pub(crate) routes: RwLock<Vec<Arc<Route>>>,
     pub(crate) config: RwLock<WsConfig>,
     pub(crate) hub: Arc<Hub>,
-    pub(crate) shutdown: Shutdown,
+    pub(crate) shutdown: Arc<Shutdown>,
     pub(crate) drain_timeout: RwLock<Duration>,
     /// Connections accepted through another HTTP server (`mount`).
     pub(crate) mounted: crate::mount::Mounted,
+    pub(crate) tasks: Arc<BackgroundTasks>,
 }
 
 /// A Blaze application: WebSocket and HTTP routes, and the registry of
@@ -75,14 +81,16 @@ impl Default for App {
 impl App {
     /// An app with no routes and the default [`WsConfig`].
     pub fn new() -> App {
+        let shutdown = Arc::new(Shutdown::default());
         App {
             inner: Arc::new(AppInner {
                 routes: RwLock::new(Vec::new()),
                 config: RwLock::new(WsConfig::default()),
-                hub: Arc::new(Hub::default()),
-                shutdown: Shutdown::default(),
+                hub: Arc::new(Hub::with_shutdown(shutdown.clone())),
+                shutdown,
                 drain_timeout: RwLock::new(Duration::from_secs(10)),
                 mounted: Default::default(),
+                tasks: Arc::default(),
             }),
         }
     }
@@ -134,6 +142,17 @@ impl App {
         self.ws(path, StreamHandler { f })
     }
 
+    /// A stream-style WebSocket route with its own configuration
+    /// (subprotocols, limits, timeouts, compression), as
+    /// [`App::ws_with_config`] is for a [`Handler`].
+    pub fn ws_stream_with_config<F, Fut>(&self, path: &str, config: WsConfig, f: F) -> RouteRef<'_>
+    where
+        F: Fn(WsStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.ws_with_config(path, config, StreamHandler { f })
+    }
+
     /// A plain HTTP `GET` route (a page, a health check).
     pub fn get(&self, path: &str, handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> RouteRef<'_> {
         self.http("GET", path, handler)
@@ -161,7 +180,7 @@ impl App {
 
     fn add(&self, path: &str, kind: RouteKind, guards: Vec<Guard>) -> RouteRef<'_> {
         let mut routes = self.inner.routes.write().unwrap_or_else(PoisonError::into_inner);
-        routes.push(Arc::new(Route { pattern: Pattern::parse(path), kind, guards }));
+        routes.push(Arc::new(Route { pattern: Pattern::parse(path), kind, guards, async_guards: Vec::new() }));
         RouteRef { app: self, index: routes.len() - 1 }
     }
 
@@ -169,16 +188,79 @@ impl App {
         self.inner.routes.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Sends a message to every connection on `path` (text, binary,
-    /// [`crate::Json`], or a prepared message), framed once. Returns how
-    /// many connections it was queued for; never waits on a slow client.
+    /// Sends a message (text, binary, [`crate::Json`], or a prepared
+    /// message), framed once, to every connection `path` reaches:
+    ///
+    /// * a concrete path (`/game/42`, `/chat`) reaches the connections on
+    ///   that path (normalized like request paths: `/chat/` is `/chat`);
+    /// * a route pattern with parameters, exactly as the route was added
+    ///   (`/game/:room_id`, `/files/*path`), reaches every connection of
+    ///   that route, whatever their paths (every room).
+    ///
+    /// Returns how many connections it was queued for (0 if none is there
+    /// now); never waits on a slow client. A path no WebSocket route
+    /// matches is [`SendError::NoRoute`]: nobody could ever be there, so it
+    /// is a mistake (a typo, a route not added yet), reported before the
+    /// message is serialized. Every connection on every route:
+    /// [`App::broadcast_all`].
+    ///
+    /// ```
+    /// use blaze_server::{App, Callbacks, SendError};
+    /// let app = App::new();
+    /// app.ws("/game/:room_id", Callbacks::new());
+    /// assert_eq!(app.broadcast("/game/:room_id", "to every room"), Ok(0));
+    /// assert_eq!(app.broadcast("/game/7", "to room 7"), Ok(0));
+    /// assert!(matches!(app.broadcast("/gmae/7", "typo"), Err(SendError::NoRoute(_))));
+    /// ```
     pub fn broadcast(&self, path: &str, message: impl IntoPrepared) -> Result<usize, SendError> {
-        self.inner.hub.broadcast(path, message, None)
+        self.broadcast_to(path, message, None)
     }
 
     /// Like [`App::broadcast`], but not to `except` (usually the sender).
     pub fn broadcast_except(&self, path: &str, message: impl IntoPrepared, except: ConnId) -> Result<usize, SendError> {
-        self.inner.hub.broadcast(path, message, Some(except))
+        self.broadcast_to(path, message, Some(except))
+    }
+
+    /// Sends a value as JSON text to every connection `path` reaches (see
+    /// [`App::broadcast`]), serialized and framed once: the C++ Blaze's
+    /// `app.broadcast("/market", Update{...})`. The same as
+    /// `app.broadcast(path, Json(value))`; a separate method because one
+    /// `broadcast` cannot take both strings (sent as they are) and any
+    /// `Serialize` value (a `&str` is `Serialize` too: it would be quoted).
+    pub fn broadcast_json<T: serde::Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<usize, SendError> {
+        self.broadcast(path, crate::Json(value))
+    }
+
+    /// Sends a message to every live connection on every route, framed
+    /// once (crest's `ws.broadcast`).
+    pub fn broadcast_all(&self, message: impl IntoPrepared) -> Result<usize, SendError> {
+        self.inner.hub.broadcast_all(message, None)
+    }
+
+    fn broadcast_to(&self, path: &str, message: impl IntoPrepared, except: Option<ConnId>) -> Result<usize, SendError> {
+        let normalized = crate::router::normalize_path(path);
+        let mut matched = false;
+        for route in self.inner.routes.read().unwrap_or_else(PoisonError::into_inner).iter() {
+            if !matches!(route.kind, RouteKind::Ws { .. }) {
+                continue;
+            }
+            let Some(params) = route.pattern.matches(&normalized) else { continue };
+            if !params.is_empty() && route.pattern.as_str() == normalized {
+                // The pattern itself: every connection of the route.
+                return self.inner.hub.broadcast_route(route.pattern.as_str(), message, except);
+            }
+            matched = true;
+        }
+        if !matched {
+            return Err(SendError::NoRoute(path.to_owned()));
+        }
+        self.inner.hub.broadcast(&normalized, message, except)
+    }
+
+    /// Sends a value as JSON text to every member of a topic, serialized
+    /// and framed once (see [`App::broadcast_json`]).
+    pub fn publish_json<T: serde::Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<usize, SendError> {
+        self.publish(topic, crate::Json(value))
     }
 
     /// Sends a message to every member of a topic, framed once.
@@ -236,6 +318,49 @@ impl App {
     pub fn shutdown(&self) {
         self.inner.shutdown.trigger();
     }
+
+    /// Whether a graceful shutdown has started and `serve` has not yet
+    /// returned (the Go Blaze's `ctx.IsShuttingDown()`). Also on the
+    /// handle: [`WebSocket::is_shutting_down`].
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_triggered()
+    }
+
+    /// A future that completes when a graceful shutdown starts, for a
+    /// background loop to end cleanly instead of being stopped mid-step:
+    ///
+    /// ```
+    /// let app = blaze_server::App::new();
+    /// let stop = app.shutdown_signal();
+    /// let ticker = app.clone();
+    /// let task = async move {
+    ///     // On tokio, in a loop: `tokio::select! { _ = &mut stop => break, _ = tick() => {} }`.
+    ///     stop.await;
+    ///     let _ = ticker.broadcast("/market", "market closed");
+    /// };
+    /// # drop(task);
+    /// ```
+    ///
+    /// It owns what it needs (`'static`), so it moves into a task. A
+    /// shutdown that starts after the call completes it, even if the
+    /// shutdown has ended by the time the future is polled.
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.shutdown.signal()
+    }
+
+    /// Runs a background task on `rt` for the life of the server: when a
+    /// graceful shutdown has drained the connections, every task still
+    /// running is stopped (dropped) and `serve` waits for that before it
+    /// returns. A task that finishes leaves the count at once. The
+    /// adapters' `App::spawn` call this with their runtime.
+    pub fn spawn_with<R: Runtime>(&self, rt: &R, future: impl Future<Output = ()> + Send + 'static) {
+        self.inner.tasks.spawn(rt, Box::pin(future));
+    }
+
+    /// Background tasks (from `spawn`) still running.
+    pub fn background_tasks(&self) -> usize {
+        self.inner.tasks.len()
+    }
 }
 
 /// Stops a running server gracefully from anywhere.
@@ -248,6 +373,11 @@ impl ShutdownHandle {
     /// Starts the graceful shutdown (see [`App::shutdown`]).
     pub fn shutdown(&self) {
         self.app.shutdown();
+    }
+
+    /// Whether a graceful shutdown is under way (see [`App::is_shutting_down`]).
+    pub fn is_shutting_down(&self) -> bool {
+        self.app.is_shutting_down()
     }
 }
 
@@ -265,7 +395,66 @@ impl RouteRef<'_> {
         let route = &mut routes[self.index];
         let mut guards = route.guards.clone();
         guards.push(guard);
-        let updated = Route { pattern: route.pattern.clone(), kind: route.kind.clone_kind(), guards };
+        let updated = Route {
+            pattern: route.pattern.clone(),
+            kind: route.kind.clone_kind(),
+            guards,
+            async_guards: route.async_guards.clone(),
+        };
+        *route = Arc::new(updated);
+        drop(routes);
+        self
+    }
+
+    /// Adds an asynchronous guard to a WebSocket route: it runs after the
+    /// synchronous guards, may await (a token looked up in a database),
+    /// and decides with an [`Admission`]: accept (optionally choosing the
+    /// subprotocol from the client's offer, this connection's
+    /// configuration, typed locals), reject with a status and body, or
+    /// answer a plain HTTP request to the route with a page. It must
+    /// decide within the handshake timeout (counted from accept; 408
+    /// after); a panic answers 500. Guards run in the order added.
+    ///
+    /// ```
+    /// use blaze_server::{Admission, App, Callbacks, WsConfig};
+    /// # async fn lookup(_token: &str) -> Option<String> { Some("ann".into()) }
+    /// #[derive(Clone)]
+    /// struct User(String);
+    /// let app = App::new();
+    /// app.ws("/chat", Callbacks::new().on_open(|ws| {
+    ///     let _ = ws.send(format!("hi {}", ws.local::<User>().unwrap().0));
+    /// }))
+    /// .guard_async(|req| async move {
+    ///     if !req.is_upgrade() {
+    ///         return Admission::respond(blaze_server::Response::text(200, "connect with a WebSocket"));
+    ///     }
+    ///     let Some(token) = req.bearer_token() else { return Admission::reject(401, "missing token") };
+    ///     match lookup(token).await {
+    ///         Some(name) => {
+    ///             let accept = Admission::accept().local(User(name));
+    ///             if req.protocols().contains(&"chat.v2") { accept.protocol("chat.v2") } else { accept }
+    ///         }
+    ///         None => Admission::reject(403, "unknown token"),
+    ///     }
+    /// });
+    /// ```
+    ///
+    /// On an HTTP route it is never run.
+    pub fn guard_async<F, Fut>(self, f: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Admission> + Send + 'static,
+    {
+        let mut routes = self.app.inner.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let route = &mut routes[self.index];
+        let mut async_guards = route.async_guards.clone();
+        async_guards.push(async_guard(f));
+        let updated = Route {
+            pattern: route.pattern.clone(),
+            kind: route.kind.clone_kind(),
+            guards: route.guards.clone(),
+            async_guards,
+        };
         *route = Arc::new(updated);
         drop(routes);
         self
@@ -325,6 +514,16 @@ impl<'a> Group<'a> {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.ws(path, StreamHandler { f })
+    }
+
+    /// A stream-style WebSocket route under the prefix, with its own
+    /// configuration.
+    pub fn ws_stream_with_config<F, Fut>(&self, path: &str, config: WsConfig, f: F) -> RouteRef<'a>
+    where
+        F: Fn(WsStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.ws_with_config(path, config, StreamHandler { f })
     }
 
     /// A GET route under the prefix.

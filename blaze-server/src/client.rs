@@ -217,6 +217,12 @@ impl Handler for ClientHandler {
     fn on_close(&self, ws: &WebSocket, code: u16, reason: &str) {
         crate::handler::close_inbox(ws, code, reason);
     }
+    fn on_ping(&self, ws: &WebSocket, payload: bytes::Bytes) {
+        crate::handler::push_inbox_frame(ws, crate::frame::Frame::Ping(payload));
+    }
+    fn on_pong(&self, ws: &WebSocket, payload: bytes::Bytes) {
+        crate::handler::push_inbox_frame(ws, crate::frame::Frame::Pong(payload));
+    }
 }
 
 #[cfg(test)]

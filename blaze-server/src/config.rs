@@ -5,12 +5,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blaze_proto::handshake::{HandshakeLimits, HttpRequest};
+use blaze_proto::handshake::HandshakeLimits;
 use blaze_proto::deflate::{CompressionMode, DeflateConfig};
 use blaze_proto::BackpressurePolicy;
 
-/// Decides whether an upgrade request's `Origin` is allowed (rejected → 403).
-pub type OriginCheck = Arc<dyn Fn(&HttpRequest) -> bool + Send + Sync>;
+use crate::replies::ErrorReplies;
+use crate::request::Request;
+
+/// Decides whether an upgrade request's `Origin` is allowed (rejected →
+/// 403). It sees the same [`Request`] guards see (`req.header("origin")`).
+pub type OriginCheck = Arc<dyn Fn(&Request) -> bool + Send + Sync>;
 
 /// A token bucket: `per_second` messages on average, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,11 +27,34 @@ pub struct RateLimit {
     pub action: RateLimitAction,
 }
 
+impl RateLimit {
+    /// `per_second` messages on average, `burst` at once; a message over
+    /// the limit is dropped and answered with an error message (the
+    /// default [`RateLimitAction`]; see [`RateLimit::action`]).
+    ///
+    /// ```
+    /// use blaze_server::{RateLimit, RateLimitAction, WsConfig};
+    /// let config = WsConfig::default().rate_limit(Some(RateLimit::new(10.0, 20).action(RateLimitAction::Close)));
+    /// # let _ = config;
+    /// ```
+    pub fn new(per_second: f64, burst: u32) -> RateLimit {
+        RateLimit { per_second, burst, action: RateLimitAction::default() }
+    }
+
+    /// Sets what happens to a message over the limit.
+    pub fn action(mut self, action: RateLimitAction) -> RateLimit {
+        self.action = action;
+        self
+    }
+}
+
 /// What a connection does with a message over its rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum RateLimitAction {
-    /// Drop the message and send the client `{"type":"error","error":"rate limit exceeded"}`.
+    /// Drop the message and send the client the error reply: by default
+    /// `{"type":"error","error":"rate limit exceeded"}` (see
+    /// [`WsConfig::error_replies`]).
     #[default]
     ErrorMessage,
     /// Close the connection with 1008 (policy violation).
@@ -35,6 +62,13 @@ pub enum RateLimitAction {
 }
 
 /// Configuration of a WebSocket route. `Default` holds the defaults below.
+///
+/// The Go Blaze's `DefaultWebSocketConfig` knobs keep its defaults where
+/// they mean the same thing: `read_buffer_size` 4096, `read_timeout` 60 s,
+/// `write_timeout` 10 s, `ping_interval` 30 s, `pong_timeout` 60 s,
+/// `max_message_size` 1 MiB, compression level 6 (when compression is on;
+/// it is off by default, see `compression`), any origin accepted. One
+/// differs in meaning, and so in value: `write_buffer_size` (see there).
 ///
 /// ```
 /// use blaze_server::WsConfig;
@@ -48,14 +82,38 @@ pub enum RateLimitAction {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct WsConfig {
-    /// Initial read buffer per connection, in bytes. Default 4096. The
-    /// buffer is released while a connection is idle.
+    /// Initial read buffer per connection, in bytes. Default 4096, the Go
+    /// Blaze's `ReadBufferSize`. Unlike Go's, the buffer is released while
+    /// a connection is idle, and grows for a large frame as it arrives.
     pub read_buffer_size: usize,
     /// Bytes of queued output at which the connection writes before
     /// handling the rest of a batch of input. Default 64 KiB.
+    ///
+    /// **Not the Go Blaze's `WriteBufferSize`** (4096 there), though the
+    /// name is the same: Go's is a buffer each connection owns, into which
+    /// frames are copied before they are written (memory per connection;
+    /// a message larger than it is written in pieces). Blaze has no such
+    /// buffer: frames are queued as shared bytes (a broadcast's once for
+    /// every receiver) and leave in one vectored write, and an idle
+    /// connection holds no output memory at all. This is only the point at
+    /// which a batch of replies is flushed before more input is handled,
+    /// so 4096 here would cost a write syscall per 4 KiB of a busy
+    /// connection's replies and save no memory. A ported
+    /// `WriteBufferSize` can be dropped; the memory bound on a
+    /// connection's queued output is `max_backpressure`.
     pub write_buffer_size: usize,
-    /// Close a connection from which no byte arrives for this long.
-    /// Default `None` (heartbeats cover dead peers).
+    /// Close a connection from which no byte arrives for this long (its
+    /// `on_close` gets 1006). Default 60 s, the Go Blaze's `ReadTimeout`,
+    /// with the same meaning: any byte (a message, a pong to the
+    /// heartbeat's ping) starts it again.
+    ///
+    /// With the default heartbeat (a ping after 30 s of silence), a live
+    /// client answers long before it fires, so it is what drops a dead peer
+    /// 60 s after its last byte (the Go seed's bound), before
+    /// `ping_interval + pong_timeout` (90 s) would. Keep it above
+    /// `ping_interval`, or live but quiet clients are dropped; with the
+    /// heartbeat off (`ping_interval(None)`), quiet clients are dropped
+    /// after it unless it is off too (`read_timeout(None)`).
     pub read_timeout: Option<Duration>,
     /// Close a connection whose pending output makes no progress for this
     /// long. Default 10 s.
@@ -139,6 +197,10 @@ pub struct WsConfig {
     /// Each request's head then has `handshake_timeout` and
     /// `max_request_head`, as the first one has.
     pub http_keep_alive_timeout: Duration,
+    /// What a client is sent when one of its messages is refused (bad
+    /// JSON, over the rate limit). Default [`ErrorReplies::Json`]:
+    /// `{"type":"error","error":"..."}`; or `Off`, or your own.
+    pub error_replies: ErrorReplies,
 }
 
 impl Default for WsConfig {
@@ -146,7 +208,7 @@ impl Default for WsConfig {
         WsConfig {
             read_buffer_size: 4096,
             write_buffer_size: 64 * 1024,
-            read_timeout: None,
+            read_timeout: Some(Duration::from_secs(60)),
             write_timeout: Some(Duration::from_secs(10)),
             ping_interval: Some(Duration::from_secs(30)),
             pong_timeout: Duration::from_secs(60),
@@ -172,6 +234,7 @@ impl Default for WsConfig {
             trusted_proxies: Vec::new(),
             http_keep_alive_requests: 100,
             http_keep_alive_timeout: Duration::from_secs(5),
+            error_replies: ErrorReplies::Json,
         }
     }
 }
@@ -253,6 +316,8 @@ setters! {
     http_keep_alive_requests: usize;
     /// Sets `http_keep_alive_timeout`.
     http_keep_alive_timeout: Duration;
+    /// Sets `error_replies` (`ErrorReplies::Off` for none).
+    error_replies: ErrorReplies;
 }
 
 impl WsConfig {
@@ -263,7 +328,7 @@ impl WsConfig {
     }
 
     /// Sets the origin check.
-    pub fn check_origin(mut self, check: impl Fn(&HttpRequest) -> bool + Send + Sync + 'static) -> Self {
+    pub fn check_origin(mut self, check: impl Fn(&Request) -> bool + Send + Sync + 'static) -> Self {
         self.check_origin = Some(Arc::new(check));
         self
     }

@@ -22,6 +22,8 @@ use crate::config::{RateLimit, RateLimitAction, WsConfig};
 use crate::error::WsError;
 use crate::handler::{panic_message, Handler};
 use crate::rate::TokenBucket;
+use crate::replies::{ConnErrorReplies, ErrorReplies};
+use crate::socket::ClosedBy;
 use crate::runtime::{BoxFuture, Runtime, Transport};
 use crate::serve::Release;
 use crate::socket::WebSocket;
@@ -48,6 +50,8 @@ const MAX_BACKLOG_BYTES: usize = 1 << 20;
 /// Slices per vectored write (Linux takes up to 1024; 64 covers any batch
 /// worth one syscall).
 const MAX_IOVECS: usize = 64;
+/// The reason of the close a rate limit with the Close action sends.
+const RATE_LIMIT_REASON: &str = "rate limit exceeded";
 
 /// Limits the driver enforces itself (the core's are in its `Config`).
 #[derive(Debug, Clone)]
@@ -58,6 +62,7 @@ pub(crate) struct DriverLimits {
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) close_timeout: Duration,
     pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) error_replies: ErrorReplies,
 }
 
 impl DriverLimits {
@@ -69,6 +74,7 @@ impl DriverLimits {
             write_timeout: config.write_timeout,
             close_timeout: config.close_timeout,
             rate_limit: config.rate_limit,
+            error_replies: config.error_replies.clone(),
         }
     }
 }
@@ -86,6 +92,10 @@ pub(crate) struct Driver<R: Runtime, T: Transport> {
     last_read: Instant,
     write_stalled_since: Option<Instant>,
     closed_at: Option<Instant>,
+    /// A rate limit tripped with the Close action on a stream-style
+    /// connection: the close waits for the handler to take what it
+    /// accepted (see `Inbox::close_when_read`), at most until this instant.
+    deferred_close_at: Option<Instant>,
     phase: Phase,
     stats: crate::metrics::ConnStats,
     /// Dropped with the driver: unregisters the connection (server side).
@@ -159,6 +169,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             last_read: now,
             write_stalled_since: None,
             closed_at: None,
+            deferred_close_at: None,
             phase: Phase::Opening,
             stats: crate::metrics::ConnStats::new(release.is_some()),
             _release: release,
@@ -168,6 +179,10 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     /// Runs `on_open` and feeds the core any frames that arrived with the
     /// handshake. Called on the first poll.
     fn open(&mut self) {
+        if !self.limits.error_replies.is_default() {
+            // For `parse_json`, which has only the handle.
+            self.ws.set_local(ConnErrorReplies(self.limits.error_replies.clone()));
+        }
         self.call(|h, ws| h.on_open(ws));
         if !self.read_buf.is_empty() {
             let now = self.rt.now();
@@ -249,6 +264,12 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
         }
         if inner.conn.poll_timeout().is_some_and(|at| at <= now) {
             inner.conn.handle_timeout(now);
+            progress = true;
+        }
+        if self.deferred_close_at.is_some_and(|at| at <= now) {
+            // The handler did not come back for its messages in time.
+            self.deferred_close_at = None;
+            let _ = inner.conn.close(CloseCode::POLICY_VIOLATION, RATE_LIMIT_REASON, now);
             progress = true;
         }
         progress
@@ -376,9 +397,14 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                     }
                     tracing::debug!(id = %self.ws.id(), code = info.code.0, cause = ?info.cause, "connection closed");
                     self.stats.closed(&info);
+                    // Who closed, for `ws.close_cause()` in on_close and after.
+                    self.ws.set_local(ClosedBy(info.cause.clone()));
                     self.call(|h, ws| h.on_close(ws, info.code.0, &info.reason));
                 }
-                Event::Ping(_) | Event::Pong(_) => {}
+                // Already answered (pings) and counted by the heartbeat
+                // (pongs) at read time: the handler only observes them.
+                Event::Ping(payload) => self.call(|h, ws| h.on_ping(ws, payload)),
+                Event::Pong(payload) => self.call(|h, ws| h.on_pong(ws, payload)),
                 _ => {}
             }
         }
@@ -386,17 +412,21 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     }
 
     fn on_message(&mut self, message: Message, now: Instant) {
+        if self.deferred_close_at.is_some() {
+            // Closing for the rate limit: nothing more is accepted.
+            return;
+        }
         if let Some(bucket) = &mut self.rate {
             if !bucket.take(now) {
                 self.stats.rate_limited();
                 let action = self.limits.rate_limit.map(|l| l.action).unwrap_or_default();
                 self.call(|h, ws| h.on_error(ws, &WsError::RateLimited));
                 match action {
-                    RateLimitAction::Close => {
-                        let _ = self.ws.shared.lock().conn.close(CloseCode::POLICY_VIOLATION, "rate limit exceeded", now);
-                    }
+                    RateLimitAction::Close => self.close_for_rate_limit(now),
                     _ => {
-                        let _ = self.ws.send_json(&serde_json::json!({"type": "error", "error": "rate limit exceeded"}));
+                        if let Some(reply) = self.limits.error_replies.reply(&WsError::RateLimited) {
+                            let _ = self.ws.send(reply);
+                        }
                     }
                 }
                 return;
@@ -406,6 +436,26 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             Message::Text(text) => self.call(|h, ws| h.on_message(ws, text)),
             Message::Binary(data) => self.call(|h, ws| h.on_binary(ws, data)),
         }
+    }
+
+    /// Closes with 1008 for the rate limit. Callbacks have already queued
+    /// their replies to the messages accepted before this one, so the
+    /// close frame follows them at once. A stream-style handler may not
+    /// have taken those messages yet: the close waits until it has taken
+    /// them all and asks for the next (its replies are queued by then),
+    /// at most `close_timeout`, so it loses no reply either.
+    fn close_for_rate_limit(&mut self, now: Instant) {
+        let mut inner = self.ws.shared.lock();
+        if let Some(inbox) = inner.inbox.as_mut() {
+            inbox.close_when_read = Some((CloseCode::POLICY_VIOLATION, RATE_LIMIT_REASON.to_owned()));
+            if let Some(reader) = inbox.reader.take() {
+                // A handler waiting in recv applies it now.
+                reader.wake();
+            }
+            self.deferred_close_at = Some(blaze_proto::deadline_after(now, self.limits.close_timeout));
+            return;
+        }
+        let _ = inner.conn.close(CloseCode::POLICY_VIOLATION, RATE_LIMIT_REASON, now);
     }
 
     /// Runs a handler method, catching a panic: the connection is closed
@@ -481,7 +531,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     /// the sleep fires (heartbeat deadlines move on every read).
     fn poll_sleep(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<()> {
         let core = self.ws.shared.lock().conn.poll_timeout();
-        let Some(deadline) = [core, self.driver_deadline()].into_iter().flatten().min() else {
+        let Some(deadline) = [core, self.driver_deadline(), self.deferred_close_at].into_iter().flatten().min() else {
             self.sleep = None;
             return Poll::Pending;
         };

@@ -61,6 +61,11 @@ pub enum SendError {
     /// A control payload over 125 bytes, or an unsendable close code.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A broadcast to a path that no WebSocket route matches (a typo, or a
+    /// route not added yet): nobody could ever be there. Checked before
+    /// the message is serialized.
+    #[error("no WebSocket route matches {0:?}")]
+    NoRoute(String),
 }
 
 impl From<UsageError> for SendError {

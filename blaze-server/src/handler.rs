@@ -15,6 +15,7 @@ use bytes::Bytes;
 use blaze_proto::{Message, Utf8Bytes};
 
 use crate::error::WsError;
+use crate::frame::Frame;
 use crate::socket::{parse_json, WebSocket, WsStream};
 
 /// A WebSocket endpoint's behaviour, one method per lifecycle event (the
@@ -44,14 +45,86 @@ pub trait Handler: Send + Sync + 'static {
     fn on_binary(&self, ws: &WebSocket, data: Bytes) {
         let _ = (ws, data);
     }
-    /// The connection closed, however it ended; called exactly once. `code`
-    /// is what the peer sent (1005 if nothing, 1006 if the connection died).
+    /// The connection closed, however it ended; called exactly once.
+    ///
+    /// `code` and `reason` are those of the close handshake: the peer's
+    /// when it closed first, its answer to ours when we did (normally our
+    /// own code echoed back), the code we sent when we failed the
+    /// connection for a protocol error (1002, 1007, 1009, ...; the peer's
+    /// answer is not awaited), 1005 if the peer's close frame had no code,
+    /// and 1006 when there was no close handshake (reset, pong timeout,
+    /// close timeout, read or write timeout). Who closed and why:
+    /// [`WebSocket::close_cause`].
     fn on_close(&self, ws: &WebSocket, code: u16, reason: &str) {
         let _ = (ws, code, reason);
     }
     /// Something went wrong; the connection may be closing.
     fn on_error(&self, ws: &WebSocket, error: &WsError) {
         let _ = (ws, error);
+    }
+    /// A ping arrived. It has already been answered with a pong (whatever
+    /// this method does), so only implement it to observe pings.
+    fn on_ping(&self, ws: &WebSocket, payload: Bytes) {
+        let _ = (ws, payload);
+    }
+    /// A pong arrived: an answer to the heartbeat's (or
+    /// [`WebSocket::ping`]'s) ping, or an unsolicited one. The heartbeat
+    /// has already counted it.
+    fn on_pong(&self, ws: &WebSocket, payload: Bytes) {
+        let _ = (ws, payload);
+    }
+}
+
+/// Forwards every method to the shared handler, so one value can serve a
+/// route and be kept by HTTP routes, tasks and tests:
+/// `app.ws("/chat", chat.clone())` with `chat: Arc<Chat>`.
+impl<H: Handler + ?Sized> Handler for std::sync::Arc<H> {
+    fn on_open(&self, ws: &WebSocket) {
+        (**self).on_open(ws)
+    }
+    fn on_message(&self, ws: &WebSocket, text: Utf8Bytes) {
+        (**self).on_message(ws, text)
+    }
+    fn on_binary(&self, ws: &WebSocket, data: Bytes) {
+        (**self).on_binary(ws, data)
+    }
+    fn on_close(&self, ws: &WebSocket, code: u16, reason: &str) {
+        (**self).on_close(ws, code, reason)
+    }
+    fn on_error(&self, ws: &WebSocket, error: &WsError) {
+        (**self).on_error(ws, error)
+    }
+    fn on_ping(&self, ws: &WebSocket, payload: Bytes) {
+        (**self).on_ping(ws, payload)
+    }
+    fn on_pong(&self, ws: &WebSocket, payload: Bytes) {
+        (**self).on_pong(ws, payload)
+    }
+}
+
+/// Forwards every method to the boxed handler (`Box<dyn Handler>` chosen
+/// at run time).
+impl<H: Handler + ?Sized> Handler for Box<H> {
+    fn on_open(&self, ws: &WebSocket) {
+        (**self).on_open(ws)
+    }
+    fn on_message(&self, ws: &WebSocket, text: Utf8Bytes) {
+        (**self).on_message(ws, text)
+    }
+    fn on_binary(&self, ws: &WebSocket, data: Bytes) {
+        (**self).on_binary(ws, data)
+    }
+    fn on_close(&self, ws: &WebSocket, code: u16, reason: &str) {
+        (**self).on_close(ws, code, reason)
+    }
+    fn on_error(&self, ws: &WebSocket, error: &WsError) {
+        (**self).on_error(ws, error)
+    }
+    fn on_ping(&self, ws: &WebSocket, payload: Bytes) {
+        (**self).on_ping(ws, payload)
+    }
+    fn on_pong(&self, ws: &WebSocket, payload: Bytes) {
+        (**self).on_pong(ws, payload)
     }
 }
 
@@ -61,6 +134,7 @@ type TextFn = Box<dyn Fn(&WebSocket, Utf8Bytes) -> Result<(), WsError> + Send + 
 type BinaryFn = Box<dyn Fn(&WebSocket, Bytes) + Send + Sync>;
 type CloseFn = Box<dyn Fn(&WebSocket, u16, &str) + Send + Sync>;
 type ErrorFn = Box<dyn Fn(&WebSocket, &WsError) + Send + Sync>;
+type ControlFn = Box<dyn Fn(&WebSocket, Bytes) + Send + Sync>;
 
 /// A [`Handler`] built from closures: the lifecycle-callback style.
 ///
@@ -81,6 +155,8 @@ pub struct Callbacks {
     binary: Option<BinaryFn>,
     close: Option<CloseFn>,
     error: Option<ErrorFn>,
+    ping: Option<ControlFn>,
+    pong: Option<ControlFn>,
 }
 
 impl fmt::Debug for Callbacks {
@@ -142,6 +218,19 @@ impl Callbacks {
         self.error = Some(Box::new(f));
         self
     }
+
+    /// Called for each ping from the peer, after it has been answered
+    /// (see [`Handler::on_ping`]).
+    pub fn on_ping(mut self, f: impl Fn(&WebSocket, Bytes) + Send + Sync + 'static) -> Self {
+        self.ping = Some(Box::new(f));
+        self
+    }
+
+    /// Called for each pong from the peer (see [`Handler::on_pong`]).
+    pub fn on_pong(mut self, f: impl Fn(&WebSocket, Bytes) + Send + Sync + 'static) -> Self {
+        self.pong = Some(Box::new(f));
+        self
+    }
 }
 
 impl Handler for Callbacks {
@@ -170,6 +259,16 @@ impl Handler for Callbacks {
     fn on_error(&self, ws: &WebSocket, error: &WsError) {
         if let Some(f) = &self.error {
             f(ws, error);
+        }
+    }
+    fn on_ping(&self, ws: &WebSocket, payload: Bytes) {
+        if let Some(f) = &self.ping {
+            f(ws, payload);
+        }
+    }
+    fn on_pong(&self, ws: &WebSocket, payload: Bytes) {
+        if let Some(f) = &self.pong {
+            f(ws, payload);
         }
     }
 }
@@ -210,6 +309,24 @@ where
 
     fn on_close(&self, ws: &WebSocket, code: u16, reason: &str) {
         close_inbox(ws, code, reason);
+    }
+
+    fn on_ping(&self, ws: &WebSocket, payload: Bytes) {
+        push_inbox_frame(ws, Frame::Ping(payload));
+    }
+
+    fn on_pong(&self, ws: &WebSocket, payload: Bytes) {
+        push_inbox_frame(ws, Frame::Pong(payload));
+    }
+}
+
+/// Queues a control frame for `recv_frame` (`recv` skips it).
+pub(crate) fn push_inbox_frame(ws: &WebSocket, frame: Frame) {
+    let mut inner = ws.shared.lock();
+    let inbox = inner.inbox.get_or_insert_with(Box::default);
+    inbox.push_frame(frame);
+    if let Some(reader) = inbox.reader.take() {
+        reader.wake();
     }
 }
 

@@ -30,6 +30,11 @@ pub struct ConnectionSummary {
 #[derive(Default)]
 pub(crate) struct Hub {
     registry: Mutex<Registry<Arc<ConnShared>>>,
+    /// Connections of routes with parameters, keyed by the route pattern
+    /// (`/game/:room_id`), so a broadcast to the pattern reaches every room
+    /// without scanning every connection. Routes without parameters need
+    /// none: their pattern is their one path.
+    by_route: Mutex<Registry<Arc<ConnShared>>>,
     /// Live connections per route pattern (for `max_connections`).
     per_route: Mutex<HashMap<String, usize>>,
     /// Live connections per route pattern and client key ([`ip_key`]; for
@@ -40,6 +45,8 @@ pub(crate) struct Hub {
     next_id: AtomicU64,
     /// Set by `App::cluster`: broadcasts also go to the other nodes.
     backplane: OnceLock<Arc<dyn Backplane>>,
+    /// The app's shutdown signal, for `WebSocket::is_shutting_down`.
+    pub(crate) shutdown: Arc<crate::shutdown::Shutdown>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,6 +97,11 @@ pub(crate) enum AdmitError {
 }
 
 impl Hub {
+    /// A hub reporting `shutdown` to its connections' handles.
+    pub(crate) fn with_shutdown(shutdown: Arc<crate::shutdown::Shutdown>) -> Hub {
+        Hub { shutdown, ..Hub::default() }
+    }
+
     pub(crate) fn next_id(&self) -> ConnId {
         ConnId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
     }
@@ -147,6 +159,10 @@ impl Hub {
         // `info.path` was normalized when the request was routed.
         let path = shared.info.path.clone();
         let id = shared.id;
+        if shared.info.route != path {
+            let route = shared.info.route.clone();
+            lock(&self.by_route).insert(id, &route, shared.clone());
+        }
         let mut registry = lock(&self.registry);
         // Told under the lock, so the backplane sees joins and leaves in
         // the registry's order.
@@ -162,7 +178,11 @@ impl Hub {
         if let Some(backplane) = self.backplane() {
             cluster::announce_removal(&registry, id, &**backplane);
         }
-        registry.remove(id);
+        if let Some(shared) = registry.remove(id) {
+            if shared.info.route != shared.info.path {
+                lock(&self.by_route).remove(id);
+            }
+        }
     }
 
     pub(crate) fn join(&self, id: ConnId, topic: &str) -> bool {
@@ -243,6 +263,32 @@ impl Hub {
         self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
         crate::metrics::broadcast(sent, prepared.compressions());
         sent
+    }
+
+    /// Queues `message` on every connection of the route with pattern
+    /// `pattern` (as written in `app.ws`, normalized), whatever its path.
+    pub(crate) fn broadcast_route(
+        &self,
+        pattern: &str,
+        message: impl IntoPrepared,
+        except: Option<ConnId>,
+    ) -> Result<usize, SendError> {
+        let prepared = self.prepare(message)?;
+        let by_route = lock(&self.by_route);
+        let sent = deliver(by_route.path_members(pattern), &prepared, except);
+        self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
+        crate::metrics::broadcast(sent, prepared.compressions());
+        Ok(sent)
+    }
+
+    /// Queues `message` on every live connection of every route (but `except`).
+    pub(crate) fn broadcast_all(&self, message: impl IntoPrepared, except: Option<ConnId>) -> Result<usize, SendError> {
+        let prepared = self.prepare(message)?;
+        let registry = lock(&self.registry);
+        let sent = deliver(registry.iter(), &prepared, except);
+        self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
+        crate::metrics::broadcast(sent, prepared.compressions());
+        Ok(sent)
     }
 
     /// Queues `message` on every member of `topic` (but `except`).

@@ -11,12 +11,14 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod admission;
+mod async_admission;
 mod app;
 mod client;
 mod cluster;
 mod config;
 mod driver;
 mod error;
+mod frame;
 mod handler;
 mod hub;
 mod keep_alive;
@@ -27,18 +29,22 @@ mod mount;
 mod outgoing;
 mod proxy;
 mod rate;
+mod replies;
 mod request;
 mod router;
 pub mod runtime;
 mod serve;
 mod shutdown;
 mod socket;
+mod tasks;
 
+pub use async_admission::{Admission, AsyncGuard};
 pub use app::{App, Group, RouteRef, ShutdownHandle};
 pub use cluster::{Backplane, ClusterError, ClusterMember, ClusterMessage, ClusterSink, Target};
 pub use client::{connect_with, ClientError, ClientOptions, WsUrl};
 pub use config::{OriginCheck, RateLimit, RateLimitAction, WsConfig};
 pub use error::{SendError, WsError};
+pub use frame::Frame;
 pub use handler::{Callbacks, Handler};
 pub use hub::ConnectionSummary;
 pub use locals::Extensions;
@@ -46,10 +52,11 @@ pub use origin::same_origin;
 pub use mount::{MountedRequest, MountedUpgrade};
 pub use outgoing::{IntoMessage, IntoPrepared, Json};
 pub use proxy::{Cidr, CidrParseError};
+pub use replies::{ErrorReplies, ErrorReplyFn};
 pub use request::{guard, Guard, HttpHandler, Request, Response};
 pub use runtime::{Accepted, BoxFuture, Listener, Runtime, Transport};
 pub use socket::{ConnInfo, WebSocket, WsStream};
 
 pub use blaze_proto::deflate::{CompressionMode, DeflateConfig};
-pub use blaze_proto::{BackpressurePolicy, CloseCode, ConnId, Message, PreparedMessage, Utf8Bytes};
+pub use blaze_proto::{BackpressurePolicy, CloseCause, CloseCode, ConnId, Message, PreparedMessage, Utf8Bytes};
 pub use bytes::Bytes;

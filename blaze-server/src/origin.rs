@@ -1,7 +1,7 @@
 //! The same-origin check: the one-line defence against cross-site
 //! WebSocket hijacking (see SECURITY.md).
 
-use blaze_proto::handshake::HttpRequest;
+use crate::Request;
 
 /// Whether an upgrade request is same-origin: its `Origin`'s host and port
 /// equal its `Host`'s (host compared case-insensitively; a missing port is
@@ -17,7 +17,7 @@ use blaze_proto::handshake::HttpRequest;
 ///
 /// Behind a proxy that rewrites `Host`, compare against your public
 /// origins with [`crate::WsConfig::allowed_origins`] instead.
-pub fn same_origin(request: &HttpRequest) -> bool {
+pub fn same_origin(request: &Request) -> bool {
     let Some(origin) = request.header("origin") else { return true };
     let Some(host) = request.header("host") else { return false };
     let Some((scheme, origin_authority)) = origin.trim().split_once("://") else { return false };
@@ -61,7 +61,7 @@ fn host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
 mod tests {
     use super::*;
 
-    fn request(origin: Option<&str>, host: Option<&str>) -> HttpRequest {
+    fn request(origin: Option<&str>, host: Option<&str>) -> Request {
         let mut headers = Vec::new();
         if let Some(o) = origin {
             headers.push(("origin".to_owned(), o.to_owned()));
@@ -69,7 +69,16 @@ mod tests {
         if let Some(h) = host {
             headers.push(("host".to_owned(), h.to_owned()));
         }
-        HttpRequest { method: "GET".into(), path: "/".into(), query: None, version: 1, headers }
+        Request {
+            method: "GET".into(),
+            path: "/".into(),
+            params: Vec::new(),
+            query: Vec::new(),
+            headers,
+            remote_addr: None,
+            local_addr: None,
+            body: bytes::Bytes::new(),
+        }
     }
 
     #[test]

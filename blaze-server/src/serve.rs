@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use blaze_proto::handshake::{HandshakeError, HttpRequest, RequestReader, UpgradeRequest};
 use blaze_proto::{CloseCode, Connection, Role};
 
+use crate::async_admission::{run_async_guards, AcceptOptions, Decision};
 use crate::app::{App, Route, RouteKind};
 use crate::driver::{Driver, DriverLimits};
 use crate::hub::AdmitError;
@@ -124,6 +125,7 @@ impl App {
         }
         drop(listener);
         self.drain(&rt, &tasks).await;
+        self.inner.tasks.stop_all(&rt).await;
         self.inner.shutdown.reset();
         Ok(())
     }
@@ -222,7 +224,7 @@ async fn handle_request<R: Runtime, T: Transport>(
     }
     match (ws_route, http_route) {
         (Some((route, params)), _) if is_upgrade => {
-            upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard).await
+            upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard, reader.poll_timeout()).await
         }
         (_, Some((route, params))) => {
             // Plain routes have no config of their own: the app's proxies.
@@ -236,7 +238,7 @@ async fn handle_request<R: Runtime, T: Transport>(
         }
         // A WebSocket route asked for without an upgrade: 426.
         (Some((route, params)), None) => {
-            upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard).await
+            upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard, reader.poll_timeout()).await
         }
         (None, None) if path_matched => respond_and_close(&rt, &mut io, Response::text(405, "method not allowed")).await,
         (None, None) => respond_and_close(&rt, &mut io, Response::text(404, "not found")).await,
@@ -274,8 +276,34 @@ async fn upgrade<R: Runtime, T: Transport>(
     params: Vec<(String, String)>,
     ctx: Ctx,
     guard: TaskGuard,
+    deadline: std::time::Instant,
 ) {
-    let handshake = match Handshake::accept(&app, request, None, route, params, ctx) {
+    if !route.async_guards.is_empty() && !crate::async_admission::is_upgrade(&request) {
+        // A plain request to the route: its async guards may answer it
+        // (a page); if they accept, it is still not an upgrade (426).
+        let plain = to_request(&request, params.clone(), ctx, Bytes::new());
+        for guard in &route.guards {
+            if let Err(response) = run_guard(guard, &plain, &mut Extensions::new()) {
+                return respond_and_close(&rt, &mut io, response).await;
+            }
+        }
+        if let Decision::Respond(response) = run_async_guards(&rt, deadline, &route.async_guards, &plain).await {
+            return respond_and_close(&rt, &mut io, response).await;
+        }
+    }
+    let judged = match Handshake::judge(&app, request, None, route, params, ctx) {
+        Ok(judged) => judged,
+        Err(response) => return respond_and_close(&rt, &mut io, response).await,
+    };
+    // Asynchronous guards: accept with options, or answer instead.
+    let mut accepted = AcceptOptions::default();
+    if !route.async_guards.is_empty() {
+        match run_async_guards(&rt, deadline, &route.async_guards, &judged.request).await {
+            Decision::Respond(response) => return respond_and_close(&rt, &mut io, response).await,
+            Decision::Accept(options) => accepted = options,
+        }
+    }
+    let handshake = match judged.admit(&app, accepted) {
         Ok(handshake) => handshake,
         Err(response) => return respond_and_close(&rt, &mut io, response).await,
     };
@@ -308,19 +336,33 @@ struct HandshakeState {
     locals: Extensions,
 }
 
+/// An upgrade request that passed validation, the origin check and the
+/// synchronous guards ([`Handshake::judge`]); its asynchronous guards run
+/// next (they need the runtime), then [`Judged::admit`].
+pub(crate) struct Judged {
+    /// The request as guards and the handler see it.
+    pub(crate) request: Request,
+    upgrade: UpgradeRequest,
+    handler: Arc<dyn crate::handler::Handler>,
+    config: crate::config::WsConfig,
+    route_key: String,
+    ctx: Ctx,
+    locals: Extensions,
+}
+
 impl Handshake {
-    /// Runs every check of a WebSocket `route` on `request`, answering the
-    /// rejection to send if one fails. `extended_connect` is the
-    /// `:protocol` of an HTTP/2 extended CONNECT (RFC 8441), `None` for an
-    /// HTTP/1.1 upgrade.
-    pub(crate) fn accept(
+    /// Runs the synchronous checks of a WebSocket `route` on `request`,
+    /// answering the rejection to send if one fails. `extended_connect` is
+    /// the `:protocol` of an HTTP/2 extended CONNECT (RFC 8441), `None`
+    /// for an HTTP/1.1 upgrade.
+    pub(crate) fn judge(
         app: &App,
         request: HttpRequest,
         extended_connect: Option<&str>,
         route: &Route,
         params: Vec<(String, String)>,
         ctx: Ctx,
-    ) -> Result<Handshake, Response> {
+    ) -> Result<Judged, Response> {
         let RouteKind::Ws { handler, config } = &route.kind else {
             return Err(Response::text(404, "not found"));
         };
@@ -329,46 +371,69 @@ impl Handshake {
             None => UpgradeRequest::validate(request),
             Some(protocol) => UpgradeRequest::validate_extended_connect(request, Some(protocol)),
         };
-        let upgrade = validated.map_err(|err| err.to_response())?;
+        let upgrade = validated.map_err(|err| Response::from(err.to_response()))?;
+        // Behind a trusted proxy the client is who the proxy says (proxy.rs);
+        // the origin check, guards, the per-IP limit and the handler all
+        // see that address.
+        let remote_addr = crate::proxy::client_addr(ctx.remote_addr, &upgrade.request, &config.trusted_proxies);
+        let ctx = Ctx { remote_addr, ..ctx };
+        let request = to_request(&upgrade.request, params, ctx, Bytes::new());
         // A panicking origin check or guard answers 500 and ends only this
         // request; the server goes on (as for HTTP handlers).
         if let Some(check) = &config.check_origin {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&upgrade.request))) {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&request))) {
                 Ok(true) => {}
                 Ok(false) => return Err(Response::text(403, "origin not allowed")),
                 Err(panic) => {
-                    tracing::error!(path = %upgrade.request.path, panic = %panic_message(&*panic), "check_origin panicked");
+                    tracing::error!(path = %request.path, panic = %panic_message(&*panic), "check_origin panicked");
                     return Err(Response::text(500, "internal server error"));
                 }
             }
         }
-        // Behind a trusted proxy the client is who the proxy says (proxy.rs);
-        // guards, the per-IP limit and the handler all see that address.
-        let remote_addr = crate::proxy::client_addr(ctx.remote_addr, &upgrade.request, &config.trusted_proxies);
-        let ctx = Ctx { remote_addr, ..ctx };
-        let request = to_request(&upgrade.request, params, ctx, Bytes::new());
         let mut locals = Extensions::new();
         for guard in &route.guards {
             run_guard(guard, &request, &mut locals)?;
         }
+        let route_key = route.pattern.as_str().to_owned();
+        Ok(Judged { request, upgrade, handler: handler.clone(), config, route_key, ctx, locals })
+    }
+}
+
+impl Judged {
+    /// Admits the connection under its route's limits with what the
+    /// asynchronous guards decided (`accepted`), and negotiates the
+    /// subprotocol and compression: the handshake whose response is to be
+    /// sent.
+    pub(crate) fn admit(self, app: &App, mut accepted: AcceptOptions) -> Result<Handshake, Response> {
+        let Judged { request, upgrade, handler, config, route_key, ctx, mut locals } = self;
+        locals.extend(std::mem::take(&mut accepted.locals));
+        if let Some(chosen) = &accepted.protocol {
+            if !upgrade.protocols.iter().any(|offered| offered == chosen) {
+                tracing::error!(path = %request.path, protocol = %chosen, offered = ?upgrade.protocols, "async guard chose a subprotocol the client did not offer");
+                return Err(Response::text(500, "internal server error"));
+            }
+        }
         let hub = app.inner.hub.clone();
-        let route_key = route.pattern.as_str();
         let ip = ctx.remote_addr.map(|a| crate::hub::ip_key(a.ip(), config.ipv6_prefix_len));
         if app.inner.shutdown.is_triggered() {
             // Shutdown started while this request was being judged: no 101
             // for a connection the drain may already have passed by.
             return Err(shutting_down());
         }
-        if let Err(err) = hub.admit(route_key, ip, config.max_connections, config.max_connections_per_ip) {
+        if let Err(err) = hub.admit(&route_key, ip, config.max_connections, config.max_connections_per_ip) {
             return Err(match err {
                 AdmitError::RouteFull => Response::text(503, "too many connections"),
                 AdmitError::IpFull => Response::text(429, "too many connections from this address"),
             });
         }
-        let protocol = upgrade.select_protocol(&config.subprotocols).map(str::to_owned);
+        // The connection's own configuration, if a guard chose one (the
+        // route's limits above still counted it).
+        let config = accepted.config.map(|c| *c).unwrap_or(config);
+        let protocol = accepted.protocol.or_else(|| upgrade.select_protocol(&config.subprotocols).map(str::to_owned));
         let deflate = config.compression.as_ref().and_then(|c| Some((upgrade.negotiate_deflate(c)?, *c)));
         let extensions = deflate.as_ref().map(|(params, _)| params.to_header());
-        let response = upgrade.accept(protocol.as_deref(), extensions.as_deref());
+        let response = upgrade.accept(protocol.as_deref(), extensions.as_deref()).into();
+        let route_key = route_key.as_str();
         let info = ConnInfo {
             path: request.path,
             route: route_key.to_owned(),
@@ -392,6 +457,9 @@ impl Handshake {
         };
         Ok(Handshake { response, state: Some(state) })
     }
+}
+
+impl Handshake {
 
     /// After the response went out: registers the connection and runs its
     /// driver over `io` in a task of its own (`leftover`: bytes read past
@@ -605,7 +673,8 @@ fn shutting_down() -> Response {
 
 /// Writes a response and closes the connection (rejections, and pages
 /// whose client or request bound asks to close; see [`crate::keep_alive`]).
-async fn respond_and_close<R: Runtime, T: Transport>(rt: &R, io: &mut T, response: Response) {
+async fn respond_and_close<R: Runtime, T: Transport>(rt: &R, io: &mut T, response: impl Into<Response>) {
+    let response = response.into();
     crate::metrics::http_response(response.status);
     if response.status >= 400 {
         tracing::debug!(status = response.status, "request rejected");

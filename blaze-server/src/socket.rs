@@ -10,12 +10,14 @@ use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 
-use blaze_proto::{CloseCode, ConnId, Connection, Message, PreparedMessage};
+use blaze_proto::{CloseCause, CloseCode, ConnId, Connection, Message, PreparedMessage};
 
 use crate::error::{SendError, WsError};
+use crate::frame::Frame;
 use crate::hub::Hub;
 use crate::locals::Extensions;
 use crate::outgoing::{IntoMessage, IntoPrepared, Json};
+use crate::replies::ConnErrorReplies;
 use crate::runtime::BoxFuture;
 
 /// Runs a future on the server's runtime.
@@ -43,16 +45,26 @@ pub struct ConnInfo {
     pub protocol: Option<String>,
 }
 
-/// Messages waiting for a stream-style handler's `recv()`.
+/// Messages (and control frames) waiting for a stream-style handler's
+/// `recv()` / `recv_frame()`.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
-    pub(crate) queue: VecDeque<Message>,
-    /// Payload bytes of the messages in `queue`.
+    pub(crate) queue: VecDeque<Frame>,
+    /// Payload bytes of the frames in `queue`.
     pub(crate) bytes: usize,
+    /// Pings and pongs in `queue` (at most `INBOX_CONTROL_LIMIT`).
+    pub(crate) controls: usize,
     pub(crate) reader: Option<Waker>,
     pub(crate) closed: bool,
     /// The close code and reason, once closed.
     pub(crate) close: Option<(u16, String)>,
+    /// `recv_frame` has handed out the `Frame::Close`.
+    pub(crate) close_reported: bool,
+    /// A close to start once the handler has taken every message queued
+    /// before it and asks for the next one: a rate limit that closes lets
+    /// the handler reply to the messages it accepted first (the replies
+    /// are queued ahead of the close frame), as callbacks do.
+    pub(crate) close_when_read: Option<(CloseCode, String)>,
 }
 
 /// How many messages a stream-style handler may leave unread before the
@@ -63,29 +75,57 @@ pub(crate) const INBOX_LIMIT: usize = 64;
 /// `INBOX_LIMIT` messages or this many bytes, whichever comes first (a
 /// single larger message is still delivered into an empty inbox).
 pub(crate) const INBOX_LIMIT_BYTES: usize = 1 << 20;
+/// Unread pings and pongs kept for `recv_frame`; past it the oldest is
+/// discarded. They do not count toward the inbox's bounds: a handler that
+/// only sends (and never reads) must not stop the connection reading
+/// heartbeat pongs, however long it runs.
+pub(crate) const INBOX_CONTROL_LIMIT: usize = 16;
 
 impl Inbox {
     /// Whether the inbox is at either of its bounds.
     pub(crate) fn is_full(&self) -> bool {
-        self.queue.len() >= INBOX_LIMIT || self.bytes >= INBOX_LIMIT_BYTES
+        self.queue.len() - self.controls >= INBOX_LIMIT || self.bytes >= INBOX_LIMIT_BYTES
     }
 
     pub(crate) fn push(&mut self, message: Message) {
-        self.bytes += message_len(&message);
-        self.queue.push_back(message);
+        self.push_frame(Frame::from(message));
     }
 
+    /// Queues a control frame (ping or pong) or a message.
+    pub(crate) fn push_frame(&mut self, frame: Frame) {
+        if frame.is_control() {
+            if self.controls >= INBOX_CONTROL_LIMIT {
+                if let Some(oldest) = self.queue.iter().position(Frame::is_control) {
+                    let dropped = self.queue.remove(oldest).expect("position is in range");
+                    self.bytes -= dropped.len();
+                    self.controls -= 1;
+                }
+            }
+            self.controls += 1;
+        }
+        self.bytes += frame.len();
+        self.queue.push_back(frame);
+    }
+
+    /// The next frame, control frames included.
+    pub(crate) fn pop_frame(&mut self) -> Option<Frame> {
+        let frame = self.queue.pop_front()?;
+        self.bytes -= frame.len();
+        if frame.is_control() {
+            self.controls -= 1;
+        }
+        Some(frame)
+    }
+
+    /// The next data message; control frames before it are discarded
+    /// (they were answered and registered when they were read).
     pub(crate) fn pop(&mut self) -> Option<Message> {
-        let message = self.queue.pop_front()?;
-        self.bytes -= message_len(&message);
-        Some(message)
-    }
-}
-
-fn message_len(message: &Message) -> usize {
-    match message {
-        Message::Text(text) => text.len(),
-        Message::Binary(data) => data.len(),
+        while let Some(frame) = self.pop_frame() {
+            if let Some(message) = frame.into_message() {
+                return Some(message);
+            }
+        }
+        None
     }
 }
 
@@ -261,6 +301,19 @@ impl WebSocket {
         self.shared.with_conn(|inner| inner.conn.ping(payload).map_err(SendError::from))
     }
 
+    /// Sends a pong (at most 125 bytes of payload): an unsolicited one is
+    /// a one-way heartbeat (RFC 6455 §5.5.3). Pings from the peer need no
+    /// call: they are answered automatically as they are read (Go's
+    /// `Pong`, cnetmod's `pong`).
+    pub fn pong(&self, payload: &[u8]) -> Result<(), SendError> {
+        self.shared.with_conn(|inner| {
+            if inner.pending_close.is_some() {
+                return Err(SendError::Closed);
+            }
+            inner.conn.pong(payload).map_err(SendError::from)
+        })
+    }
+
     /// Starts the close handshake with a code (1000 normal, 4000-4999 for
     /// the application) and a reason. `on_close` runs when it completes.
     pub fn close(&self, code: impl Into<CloseCode>, reason: &str) -> Result<(), SendError> {
@@ -329,9 +382,31 @@ impl WebSocket {
         self.shared.info.protocol.as_deref()
     }
 
-    /// Everything known from the upgrade request.
+    /// Everything known from the upgrade request: path, route, params,
+    /// query, headers, addresses, subprotocol. What the Go Blaze reaches
+    /// through `ws.Context()` (`ctx.Query("user_id")` is
+    /// `ws.query("user_id")` or `ws.info().query`), as plain data: the
+    /// request itself is gone once the connection is upgraded.
     pub fn info(&self) -> &ConnInfo {
         &self.shared.info
+    }
+
+    /// The `User-Agent` of the upgrade request (the Go Blaze's
+    /// `ws.UserAgent()`).
+    pub fn user_agent(&self) -> Option<&str> {
+        self.header("user-agent")
+    }
+
+    /// How the connection ended, once it has (from `on_close` on; `None`
+    /// before): [`CloseCause::Remote`] the peer closed first,
+    /// [`CloseCause::Local`] we did (`ws.close`, shutdown, a rate limit, a
+    /// stream handler returning), [`CloseCause::Protocol`] we failed it
+    /// for a protocol error, [`CloseCause::PongTimeout`] /
+    /// [`CloseCause::CloseTimeout`] a peer that stopped answering,
+    /// [`CloseCause::TransportClosed`] the connection itself ended (reset,
+    /// EOF, or the read or write timeout).
+    pub fn close_cause(&self) -> Option<CloseCause> {
+        self.locals().get::<ClosedBy>().map(|c| c.0.clone())
     }
 
     /// Stores typed per-connection state, replacing any of the same type.
@@ -380,6 +455,24 @@ impl WebSocket {
         self.with_hub(|hub| hub.broadcast(self.path(), message, Some(self.id())))
     }
 
+    /// Sends to every live connection on every route of the server, this
+    /// one included (see [`crate::App::broadcast_all`]).
+    pub fn broadcast_all(&self, message: impl IntoPrepared) -> Result<usize, SendError> {
+        self.with_hub(|hub| hub.broadcast_all(message, None))
+    }
+
+    /// Sends a value as JSON to every connection on this connection's
+    /// path, itself included, serialized and framed once.
+    pub fn broadcast_json<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<usize, SendError> {
+        self.broadcast(Json(value))
+    }
+
+    /// Sends a value as JSON to every member of a topic, serialized and
+    /// framed once.
+    pub fn publish_json<T: serde::Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<usize, SendError> {
+        self.publish(topic, Json(value))
+    }
+
     /// Sends to every member of a topic.
     pub fn publish(&self, topic: &str, message: impl IntoPrepared) -> Result<usize, SendError> {
         self.with_hub(|hub| hub.publish(topic, message, None))
@@ -397,11 +490,25 @@ impl WebSocket {
         }
     }
 
+    /// Whether the server is shutting down (the Go Blaze's
+    /// `ctx.IsShuttingDown()`): a long loop can say goodbye and stop. The
+    /// server closes every connection with 1001 right after a shutdown
+    /// starts, so this is mostly for work spawned from a handler. Always
+    /// `false` for a client.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.hub.as_ref().is_some_and(|hub| hub.shutdown.is_triggered())
+    }
+
     /// Runs a future on the server's runtime (for handler work that awaits).
     pub fn spawn(&self, future: impl std::future::Future<Output = ()> + Send + 'static) {
         (self.shared.spawner)(Box::pin(future));
     }
 }
+
+/// The connection's close cause, kept in its locals once closed (private:
+/// no handler can see it but through `close_cause`).
+#[derive(Clone)]
+pub(crate) struct ClosedBy(pub(crate) CloseCause);
 
 fn find<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
@@ -427,6 +534,10 @@ fn find<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// an application that stopped calling `recv`.) Messages are delivered in order;
 /// when the connection ends, every message it received is still handed to
 /// `recv` before it returns `None`.
+///
+/// Pings and pongs are queued beside the messages for
+/// [`WsStream::recv_frame`] (the 16 most recent unread ones; they do not
+/// count toward the bounds above); `recv` skips them.
 #[derive(Debug)]
 pub struct WsStream {
     ws: WebSocket,
@@ -444,29 +555,64 @@ impl WsStream {
         WsStream { ws }
     }
 
-    /// The next message; `None` once the connection is closed.
+    /// The next message; `None` once the connection is closed. Control
+    /// frames are skipped (pings are answered automatically); see
+    /// [`WsStream::recv_frame`] to see them.
     pub async fn recv(&mut self) -> Option<Message> {
         poll_fn(|cx| {
-            let shared = &self.ws.shared;
-            let mut inner = shared.lock();
-            let was_full = inner.inbox.as_ref().is_some_and(|i| i.is_full());
-            let inbox = inner.inbox.get_or_insert_with(Box::default);
-            if let Some(message) = inbox.pop() {
-                if was_full {
-                    // The driver paused handing us messages; let it resume.
-                    if let Some(waker) = &inner.driver_waker {
-                        waker.wake_by_ref();
-                    }
-                }
-                return Poll::Ready(Some(message));
-            }
-            if inbox.closed {
-                return Poll::Ready(None);
-            }
-            inbox.reader = Some(cx.waker().clone());
-            Poll::Pending
+            self.poll_inbox(cx, false).map(|frame| frame.and_then(Frame::into_message))
         })
         .await
+    }
+
+    /// The next frame: a text or binary message, a ping (already answered),
+    /// a pong, or, once, the connection's end as [`Frame::Close`] with its
+    /// code and reason; `None` after that. cnetmod's `recv_frame`. Mixing
+    /// it with [`WsStream::recv`] is fine: `recv` skips the control frames
+    /// it meets.
+    pub async fn recv_frame(&mut self) -> Option<Frame> {
+        poll_fn(|cx| self.poll_inbox(cx, true)).await
+    }
+
+    /// Takes the next frame for `recv` (data only) or `recv_frame` (all,
+    /// and the close).
+    fn poll_inbox(&mut self, cx: &mut std::task::Context<'_>, frames: bool) -> Poll<Option<Frame>> {
+        let shared = &self.ws.shared;
+        let mut inner = shared.lock();
+        let inner = &mut *inner;
+        let was_full = inner.inbox.as_ref().is_some_and(|i| i.is_full());
+        let inbox = inner.inbox.get_or_insert_with(Box::default);
+        let next = if frames { inbox.pop_frame() } else { inbox.pop().map(Frame::from) };
+        let now_full = inbox.is_full();
+        if was_full && !now_full {
+            // The driver paused handing us messages; let it resume.
+            if let Some(waker) = &inner.driver_waker {
+                waker.wake_by_ref();
+            }
+        }
+        if let Some(frame) = next {
+            return Poll::Ready(Some(frame));
+        }
+        if let Some((code, reason)) = inbox.close_when_read.take() {
+            // Every message accepted before the close was asked for has
+            // been taken (and answered): start it now (what `close` does).
+            if inner.conn.is_open() && inner.pending_close.is_none() {
+                inner.pending_close = Some((code, reason));
+                if let Some(waker) = &inner.driver_waker {
+                    waker.wake_by_ref();
+                }
+            }
+        }
+        if inbox.closed {
+            if frames && !inbox.close_reported {
+                inbox.close_reported = true;
+                let (code, reason) = inbox.close.clone().unwrap_or((1006, String::new()));
+                return Poll::Ready(Some(Frame::Close { code, reason }));
+            }
+            return Poll::Ready(None);
+        }
+        inbox.reader = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     /// The next text message, parsed as JSON into `T`. Malformed JSON (or a
@@ -507,8 +653,11 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(ws: &WebSocket, message
         Message::Text(text) => serde_json::from_str(text).map_err(|e| WsError::Json(e.to_string())),
         Message::Binary(_) => Err(WsError::Json("expected a text message".into())),
     };
-    if let Err(WsError::Json(reason)) = &result {
-        let _ = ws.send_json(&serde_json::json!({"type": "error", "error": format!("invalid JSON: {reason}")}));
+    if let Err(error) = &result {
+        let replies = ws.locals().get::<ConnErrorReplies>().map(|r| r.0.clone()).unwrap_or_default();
+        if let Some(reply) = replies.reply(error) {
+            let _ = ws.send(reply);
+        }
     }
     result
 }

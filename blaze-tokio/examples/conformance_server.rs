@@ -223,6 +223,7 @@ async fn main() -> std::io::Result<()> {
     let rate = |action| WsConfig::default().rate_limit(Some(RateLimit { per_second: 2.0, burst: 5, action }));
     app.ws_with_config("/rate", rate(RateLimitAction::ErrorMessage), recording(&closes, echo()));
     app.ws_with_config("/rate-close", rate(RateLimitAction::Close), recording(&closes, echo()));
+    issue16_routes(&app, rate(RateLimitAction::Close));
     {
         let closes = closes.clone();
         app.get("/closes", move |_| {
@@ -253,4 +254,44 @@ async fn main() -> std::io::Result<()> {
     app.serve(listener).await?;
     println!("server stopped");
     Ok(())
+}
+
+/// Routes for tests-external/python/test_api_issue16.py: control frames
+/// through `recv_frame`, a stream handler under a closing rate limit, and
+/// an async guard.
+fn issue16_routes(app: &App, rate_close: WsConfig) {
+    app.ws_stream("/frames", |mut ws| async move {
+        while let Some(frame) = ws.recv_frame().await {
+            let reply = match frame {
+                blaze_tokio::Frame::Text(t) => format!("text {t}"),
+                blaze_tokio::Frame::Binary(b) => format!("binary {}", b.len()),
+                blaze_tokio::Frame::Ping(p) => format!("ping {}", String::from_utf8_lossy(&p)),
+                blaze_tokio::Frame::Pong(p) => format!("pong {}", String::from_utf8_lossy(&p)),
+                _ => continue,
+            };
+            let _ = ws.send(reply);
+        }
+    });
+    app.ws_stream_with_config("/rate-close-stream", rate_close, |mut ws| async move {
+        while let Some(msg) = ws.recv().await {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            if ws.send(msg).is_err() {
+                break;
+            }
+        }
+    });
+    app.ws_stream("/admit", |mut ws| async move {
+        let _ = ws.send(format!("hi {}", ws.local::<String>().unwrap_or_default()));
+        while ws.recv().await.is_some() {}
+    })
+    .guard_async(|req| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        match req.query("token") {
+            Some("t1") => {
+                let accept = blaze_tokio::Admission::accept().local("alice".to_owned());
+                if req.protocols().contains(&"v2") { accept.protocol("v2") } else { accept }
+            }
+            _ => blaze_tokio::Admission::reject(401, "no"),
+        }
+    });
 }

@@ -29,7 +29,6 @@ pub mod hyper;
 use std::future::Future;
 use std::io;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 pub use blaze_server::*;
@@ -43,7 +42,6 @@ use tokio_rt::ChannelListener;
 #[derive(Clone, Debug, Default)]
 pub struct App {
     app: blaze_server::App,
-    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Deref for App {
@@ -56,7 +54,7 @@ impl Deref for App {
 impl From<blaze_server::App> for App {
     /// Serves an app whose routes were built runtime-independently.
     fn from(app: blaze_server::App) -> App {
-        App { app, tasks: Arc::default() }
+        App { app }
     }
 }
 
@@ -84,22 +82,37 @@ impl App {
 
     /// Serves connections from any [`Accept`]or (a bound
     /// `tokio::net::TcpListener`, a Unix listener, a TLS or turmoil wrapper)
-    /// until shutdown. Background tasks from [`App::spawn`] end with it.
+    /// until shutdown. Background tasks from [`App::spawn`] still running
+    /// once the connections have drained are stopped, and `serve` returns
+    /// after they are dropped.
     pub async fn serve<A: Accept>(&self, listener: A) -> io::Result<()> {
-        let result = self.app.serve_with(TokioRuntime, ChannelListener::spawn(listener)).await;
-        for task in self.tasks.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
-            task.abort();
-        }
-        result
+        self.app.serve_with(TokioRuntime, ChannelListener::spawn(listener)).await
     }
 
     /// Runs a background task for the life of the server (a price ticker, a
-    /// cleanup loop); it is stopped when `serve` returns.
+    /// cleanup loop); it is stopped and awaited when `serve` shuts down
+    /// (see [`blaze_server::App::spawn_with`]). To end cleanly instead,
+    /// race its loop against [`blaze_server::App::shutdown_signal`]:
+    ///
+    /// ```
+    /// # async fn demo(app: blaze_tokio::App) {
+    /// let ticker = app.clone();
+    /// let stop = app.shutdown_signal();
+    /// app.spawn(async move {
+    ///     tokio::pin!(stop);
+    ///     loop {
+    ///         tokio::select! {
+    ///             _ = &mut stop => break,
+    ///             _ = blaze_tokio::delay(std::time::Duration::from_secs(1)) => {
+    ///                 let _ = ticker.broadcast("/market", "tick");
+    ///             }
+    ///         }
+    ///     }
+    /// });
+    /// # }
+    /// ```
     pub fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
-        let handle = tokio::spawn(future);
-        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(handle.abort_handle());
+        self.app.spawn_with(&TokioRuntime, future);
     }
 }
 

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-/// What a connection does when its outbound queue passes
-/// [`Config::max_backpressure`] because the peer reads too slowly.
+/// What a connection does when its outbound queue passes its
+/// `max_backpressure` (in Blaze's server, `WsConfig::max_backpressure`)
+/// because the peer reads too slowly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum BackpressurePolicy {
@@ -12,8 +13,11 @@ pub enum BackpressurePolicy {
     /// reader never holds memory or slows a broadcast.
     #[default]
     Close,
-    /// Refuse the message ([`crate::UsageError::Backpressure`]) and report
-    /// [`crate::Event::Dropped`]; the connection stays open.
+    /// Refuse the message and report the drop; the connection stays open.
+    /// In Blaze's server the send returns `SendError::Backpressure` and
+    /// `on_error` gets `WsError::Dropped` (on the protocol core itself:
+    /// `UsageError::Backpressure` and `Event::Dropped`). Plain names, not
+    /// links: this type is re-exported where the core is not in view.
     Drop,
 }
 
