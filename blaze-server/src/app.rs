@@ -35,6 +35,8 @@ pub(crate) struct AppInner {
     pub(crate) hub: Arc<Hub>,
     pub(crate) shutdown: Shutdown,
     pub(crate) drain_timeout: RwLock<Duration>,
+    #[cfg(feature = "testing")]
+    pub(crate) test_slot: crate::testing::TestSlot,
 }
 
 /// A Blaze application: WebSocket and HTTP routes, and the registry of
@@ -80,6 +82,8 @@ impl App {
                 hub: Arc::new(Hub::default()),
                 shutdown: Shutdown::default(),
                 drain_timeout: RwLock::new(Duration::from_secs(10)),
+                #[cfg(feature = "testing")]
+                test_slot: Default::default(),
             }),
         }
     }

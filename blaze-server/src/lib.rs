@@ -26,6 +26,8 @@ pub mod runtime;
 mod serve;
 mod shutdown;
 mod socket;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use app::{App, Group, RouteRef, ShutdownHandle};
 pub use client::{connect_with, ClientError, ClientOptions, WsUrl};
