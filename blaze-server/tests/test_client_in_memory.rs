@@ -9,7 +9,9 @@ use std::time::Duration;
 use blaze_server::testing::TestServer;
 use blaze_server::{guard, App, Callbacks, ClientError, ClientOptions, Message, Response, WsConfig};
 
-fn closes() -> (Arc<Mutex<Vec<(u16, Duration)>>>, App) {
+type CloseLog = Arc<Mutex<Vec<(u16, Duration)>>>;
+
+fn closes() -> (CloseLog, App) {
     (Arc::new(Mutex::new(Vec::new())), App::new())
 }
 
