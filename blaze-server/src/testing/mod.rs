@@ -161,15 +161,8 @@ impl TestServer {
     pub fn new(app: &App) -> TestServer {
         let rt = TestRuntime::new();
         let incoming = Arc::new(Mutex::new(Incoming::default()));
-        let serving = Arc::new(AtomicBool::new(true));
-        {
-            let (app, rt2, listener, serving) = (app.clone(), rt.clone(), MemListener(incoming.clone()), serving.clone());
-            rt.spawn(Box::pin(async move {
-                let _ = app.serve_with(rt2, listener).await;
-                serving.store(false, Ordering::SeqCst);
-            }));
-        }
-        rt.run_until_idle();
+        let serving = Arc::new(AtomicBool::new(false));
+        start_serving(app, &rt, &incoming, &serving);
         TestServer {
             env: Arc::new(Env {
                 app: app.clone(),
@@ -221,6 +214,15 @@ impl TestServer {
         self.run();
     }
 
+    /// Serves again after a [`shutdown`](Self::shutdown) (a restarted
+    /// server: same app, same clock); nothing if still serving.
+    pub fn restart(&self) {
+        if !self.is_serving() {
+            self.env.incoming.lock().unwrap_or_else(PoisonError::into_inner).closed = false;
+            start_serving(&self.env.app, &self.env.rt, &self.env.incoming, &self.env.serving);
+        }
+    }
+
     /// Whether `serve` is still running (it returns after a shutdown).
     pub fn is_serving(&self) -> bool {
         self.env.serving.load(Ordering::SeqCst)
@@ -246,6 +248,16 @@ impl TestServer {
     pub fn connect_raw(&self) -> RawConn {
         let addr = self.next_addr();
         self.connect_raw_from(addr)
+    }
+
+    /// A transport connected to the server (for [`crate::connect_with`],
+    /// or a [`crate::ReconnectingClient`]'s connector); end of stream at
+    /// once if the server is no longer listening.
+    pub fn connect_stream(&self) -> MemStream {
+        let (client, server) = pipe(self.env.pipe_capacity.load(Ordering::SeqCst));
+        let addr = self.next_addr();
+        self.accept(server, addr);
+        client
     }
 
     /// Opens a raw connection from `remote_addr`.
@@ -323,6 +335,16 @@ impl TestServer {
         let port = self.env.next_port.fetch_add(1, Ordering::Relaxed);
         SocketAddr::from((Ipv4Addr::LOCALHOST, port))
     }
+}
+
+fn start_serving(app: &App, rt: &TestRuntime, incoming: &Arc<Mutex<Incoming>>, serving: &Arc<AtomicBool>) {
+    serving.store(true, Ordering::SeqCst);
+    let (app, rt2, listener, serving) = (app.clone(), rt.clone(), MemListener(incoming.clone()), serving.clone());
+    rt.spawn(Box::pin(async move {
+        let _ = app.serve_with(rt2, listener).await;
+        serving.store(false, Ordering::SeqCst);
+    }));
+    rt.run_until_idle();
 }
 
 /// A network link's controls: cut it without a FIN, restore it.
