@@ -343,6 +343,10 @@ pub const PATHS: [&str; 12] = [
 pub fn app(config: &ServerConfig) -> App {
     let app = App::new();
     app.config(config.ws_config());
+    // Raw clients never answer the shutdown's close: the drain waits its
+    // whole timeout, polling every 5 ms. Half a second keeps a shutdown
+    // from costing an input most of its time.
+    app.drain_timeout(Duration::from_millis(500));
     app.ws("/echo", Callbacks::new()
         .on_message(|ws, text| { let _ = ws.send(text); })
         .on_binary(|ws, data| { let _ = ws.send_binary(data); }));
