@@ -61,7 +61,12 @@ fn start(server: &TestServer, backoff: Backoff, max_attempts: Option<u32>) -> (L
 
 fn app() -> App {
     let app = App::new();
-    app.ws("/feed", Callbacks::new().on_open(|ws| { let _ = ws.send("hello"); }));
+    app.ws(
+        "/feed",
+        Callbacks::new().on_open(|ws| {
+            let _ = ws.send("hello");
+        }),
+    );
     app
 }
 
@@ -84,7 +89,10 @@ fn a_partition_is_noticed_by_the_heartbeat_and_the_client_comes_back() {
     let (back_at, back) = log[3].clone();
     assert_eq!(back, Seen::Connected);
     let waited = back_at - lost_at;
-    assert!(waited >= Duration::from_millis(100) && waited <= Duration::from_millis(200), "backoff(0) is 100-200 ms: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(100) && waited <= Duration::from_millis(200),
+        "backoff(0) is 100-200 ms: {waited:?}"
+    );
     assert_eq!(log[4].1, Seen::Message("hello".into()));
     assert_eq!(log.len(), 5, "{log:?}");
     assert_eq!(links.lock().unwrap().len(), 2, "one new connection");

@@ -18,9 +18,12 @@ fn closes() -> (CloseLog, App) {
 #[test]
 fn echo_and_broadcast_between_two_clients() {
     let app = App::new();
-    app.ws("/chat", Callbacks::new().on_message(|ws, text| {
-        let _ = ws.broadcast_others(format!("{}: {text}", ws.query("name").unwrap_or("?")));
-    }));
+    app.ws(
+        "/chat",
+        Callbacks::new().on_message(|ws, text| {
+            let _ = ws.broadcast_others(format!("{}: {text}", ws.query("name").unwrap_or("?")));
+        }),
+    );
     let ann = app.test_client("/chat?name=ann").unwrap();
     let mut bob = app.test_client("/chat?name=bob").unwrap();
     assert_eq!(app.connection_count("/chat"), 2);
@@ -35,9 +38,12 @@ fn a_silent_client_is_pruned_at_the_heartbeat_bound_in_virtual_time() {
     let server = app.test_server();
     let rt = server.runtime().clone();
     let seen = log.clone();
-    app.ws("/live", Callbacks::new().on_close(move |_, code, _| {
-        seen.lock().unwrap().push((code, rt.elapsed()));
-    }));
+    app.ws(
+        "/live",
+        Callbacks::new().on_close(move |_, code, _| {
+            seen.lock().unwrap().push((code, rt.elapsed()));
+        }),
+    );
     let alive = server.client("/live").unwrap();
     let silent = server.client("/live").unwrap();
     silent.hold();
@@ -59,9 +65,12 @@ fn a_silent_client_is_pruned_at_the_heartbeat_bound_in_virtual_time() {
 #[test]
 fn a_guard_rejection_is_the_status_a_real_client_gets() {
     let app = App::new();
-    app.ws("/secure", Callbacks::new().on_open(|ws| {
-        let _ = ws.send(format!("hello {}", ws.local::<String>().unwrap()));
-    }))
+    app.ws(
+        "/secure",
+        Callbacks::new().on_open(|ws| {
+            let _ = ws.send(format!("hello {}", ws.local::<String>().unwrap()));
+        }),
+    )
     .guard(guard(|req, locals| match req.query("token") {
         Some("t0k") => {
             locals.insert("alice".to_owned());
@@ -152,9 +161,13 @@ fn plain_http_and_unknown_paths_over_a_raw_connection() {
 #[test]
 fn subprotocols_and_headers_reach_the_handler() {
     let app = App::new();
-    app.ws_with_config("/p", WsConfig::default().subprotocols(["v2"]), Callbacks::new().on_open(|ws| {
-        let _ = ws.send(format!("{:?} {:?}", ws.protocol(), ws.header("x-user")));
-    }));
+    app.ws_with_config(
+        "/p",
+        WsConfig::default().subprotocols(["v2"]),
+        Callbacks::new().on_open(|ws| {
+            let _ = ws.send(format!("{:?} {:?}", ws.protocol(), ws.header("x-user")));
+        }),
+    );
     let options = ClientOptions::default().protocol("v2").header("X-User", "ann");
     let mut client = app.test_server().client_with("/p", options).unwrap();
     assert_eq!(client.recv_text().as_deref(), Some("Some(\"v2\") Some(\"ann\")"));

@@ -120,12 +120,20 @@ impl ServerConfig {
         let config = self.ws_config();
         let message = config.max_message_size;
         2 * self.pipe_bytes()
-            + config.max_request_head + 16 * 1024
-            + 256 * 1024 + 64 * 1024 + 2 * (config.max_frame_size + 14)
+            + config.max_request_head
+            + 16 * 1024
+            + 256 * 1024
+            + 64 * 1024
+            + 2 * (config.max_frame_size + 14)
             + 2 * message
-            + (1 << 20) + message + 1024 * 128
-            + (1 << 20) + message
-            + config.max_backpressure + message + 8 * 1024
+            + (1 << 20)
+            + message
+            + 1024 * 128
+            + (1 << 20)
+            + message
+            + config.max_backpressure
+            + message
+            + 8 * 1024
             + 64 * 1024
     }
 }
@@ -264,7 +272,9 @@ impl ServerInput {
                     out.extend_from_slice(&(payload.len() as u16).to_le_bytes());
                     out.extend_from_slice(payload);
                 }
-                ServerOp::Flood { conn, b0, count, payload } => out.extend_from_slice(&[4, *conn, *b0, *count, *payload]),
+                ServerOp::Flood { conn, b0, count, payload } => {
+                    out.extend_from_slice(&[4, *conn, *b0, *count, *payload])
+                }
                 ServerOp::Advance { millis } => {
                     out.push(5);
                     out.extend_from_slice(&millis.to_le_bytes());
@@ -303,7 +313,14 @@ fn parse_op(tag: u8, c: &mut Cursor<'_>) -> Option<ServerOp> {
             let (conn, b0, form, chunking, masked) = (c.u8()?, c.u8()?, c.u8()?, c.u8()?, c.u8()?);
             let key = [c.u8()?, c.u8()?, c.u8()?, c.u8()?];
             let len = c.u16()?;
-            ServerOp::Frame { conn, b0, form, chunking, mask: (masked & 1 != 0).then_some(key), payload: c.bytes(usize::from(len))? }
+            ServerOp::Frame {
+                conn,
+                b0,
+                form,
+                chunking,
+                mask: (masked & 1 != 0).then_some(key),
+                payload: c.bytes(usize::from(len))?,
+            }
         }
         4 => ServerOp::Flood { conn: c.u8()?, b0: c.u8()?, count: c.u8()?, payload: c.u8()? },
         5 => ServerOp::Advance { millis: c.u16()? },
@@ -347,29 +364,62 @@ pub fn app(config: &ServerConfig) -> App {
     // whole timeout, polling every 5 ms. Half a second keeps a shutdown
     // from costing an input most of its time.
     app.drain_timeout(Duration::from_millis(500));
-    app.ws("/echo", Callbacks::new()
-        .on_message(|ws, text| { let _ = ws.send(text); })
-        .on_binary(|ws, data| { let _ = ws.send_binary(data); }));
-    app.ws("/chat/:room", Callbacks::new()
-        .on_open(|ws| { ws.join(ws.param("room").unwrap_or("none")); })
-        .on_message(|ws, text| { let _ = ws.publish_others(ws.param("room").unwrap_or("none"), text); }));
+    app.ws(
+        "/echo",
+        Callbacks::new()
+            .on_message(|ws, text| {
+                let _ = ws.send(text);
+            })
+            .on_binary(|ws, data| {
+                let _ = ws.send_binary(data);
+            }),
+    );
+    app.ws(
+        "/chat/:room",
+        Callbacks::new()
+            .on_open(|ws| {
+                ws.join(ws.param("room").unwrap_or("none"));
+            })
+            .on_message(|ws, text| {
+                let _ = ws.publish_others(ws.param("room").unwrap_or("none"), text);
+            }),
+    );
     // Answers nothing: the undispatched-events case of issue 10.
-    app.ws("/count", Callbacks::new().on_message(|ws, _| ws.with_local(|n: Option<&mut u64>| if let Some(n) = n { *n += 1 })));
-    app.ws("/secure", Callbacks::new().on_open(|ws| { let _ = ws.send(ws.local::<String>().unwrap_or_default()); }))
-        .guard(guard(|req, locals| {
-            if req.query("token") == Some("ok") || req.header("x-token") == Some("ok") {
-                locals.insert("welcome".to_owned());
-                Ok(())
-            } else {
-                Err(Response::text(401, "no token"))
-            }
-        }));
+    app.ws(
+        "/count",
+        Callbacks::new().on_message(|ws, _| {
+            ws.with_local(|n: Option<&mut u64>| {
+                if let Some(n) = n {
+                    *n += 1
+                }
+            })
+        }),
+    );
+    app.ws(
+        "/secure",
+        Callbacks::new().on_open(|ws| {
+            let _ = ws.send(ws.local::<String>().unwrap_or_default());
+        }),
+    )
+    .guard(guard(|req, locals| {
+        if req.query("token") == Some("ok") || req.header("x-token") == Some("ok") {
+            locals.insert("welcome".to_owned());
+            Ok(())
+        } else {
+            Err(Response::text(401, "no token"))
+        }
+    }));
     app.ws_stream("/stream", |mut ws| async move {
         while let Some(message) = ws.recv().await {
             let _ = ws.send(message);
         }
     });
-    app.ws("/json", Callbacks::new().on_json(|ws, value: serde_json::Value| { let _ = ws.send_json(&value); }));
+    app.ws(
+        "/json",
+        Callbacks::new().on_json(|ws, value: serde_json::Value| {
+            let _ = ws.send_json(&value);
+        }),
+    );
     app.get("/health", |_| Response::text(200, "ok"));
     app.post("/data", |req| Response::text(200, req.body.len().to_string()));
     app
@@ -439,8 +489,13 @@ impl Client {
                 Seen::Head => {
                     let Some(end) = self.out.windows(4).position(|w| w == b"\r\n\r\n") else {
                         assert!(self.out.len() <= 16 * 1024, "a response head over 16 KiB");
-                        assert!(self.out.is_empty() || b"HTTP/1.1 ".starts_with(&self.out[..self.out.len().min(9)]) || self.out.starts_with(b"HTTP/1.1 "),
-                            "not an HTTP/1.1 response: {:?}", String::from_utf8_lossy(&self.out));
+                        assert!(
+                            self.out.is_empty()
+                                || b"HTTP/1.1 ".starts_with(&self.out[..self.out.len().min(9)])
+                                || self.out.starts_with(b"HTTP/1.1 "),
+                            "not an HTTP/1.1 response: {:?}",
+                            String::from_utf8_lossy(&self.out)
+                        );
                         return;
                     };
                     let head = self.out.split_to(end + 4);
@@ -450,7 +505,10 @@ impl Client {
                         .and_then(|rest| rest.get(..3))
                         .and_then(|s| s.parse().ok())
                         .unwrap_or_else(|| panic!("not an HTTP/1.1 status line: {head:?}"));
-                    assert!(KNOWN_STATUSES.contains(&status), "unexpected status {status} (a panic answers 500): {head:?}");
+                    assert!(
+                        KNOWN_STATUSES.contains(&status),
+                        "unexpected status {status} (a panic answers 500): {head:?}"
+                    );
                     if status == 101 {
                         let lower = head.to_ascii_lowercase();
                         let deflate = lower.contains("permessage-deflate");
@@ -476,11 +534,18 @@ impl Client {
                     let h = frame.header;
                     assert!(frame.mask.is_none(), "a server frame was masked");
                     assert!(!h.rsv2 && !h.rsv3, "the server set RSV2 or RSV3");
-                    assert!(!h.rsv1 || (*deflate && !h.opcode.is_control()), "RSV1 on {:?} (deflate {deflate})", h.opcode);
+                    assert!(
+                        !h.rsv1 || (*deflate && !h.opcode.is_control()),
+                        "RSV1 on {:?} (deflate {deflate})",
+                        h.opcode
+                    );
                     assert!(h.fin && h.opcode != OpCode::Continuation, "the server wrote a fragment");
                     match h.opcode {
                         OpCode::Text if !h.rsv1 => {
-                            assert!(std::str::from_utf8(&frame.payload).is_ok(), "the server sent text that is not UTF-8");
+                            assert!(
+                                std::str::from_utf8(&frame.payload).is_ok(),
+                                "the server sent text that is not UTF-8"
+                            );
                         }
                         OpCode::Close => {
                             CloseFrame::parse(&frame.payload).unwrap_or_else(|e| panic!("an invalid close frame: {e}"));
@@ -567,7 +632,8 @@ impl Harness {
                 if let Some(old) = &self.clients[slot] {
                     self.gone.push(old.conn.link());
                 }
-                self.clients[slot] = Some(Client { conn, out: BytesMut::new(), seen: Seen::Head, unsent: Vec::new(), eof: false });
+                self.clients[slot] =
+                    Some(Client { conn, out: BytesMut::new(), seen: Seen::Head, unsent: Vec::new(), eof: false });
                 self.upgrades_possible += 1;
             }
             ServerOp::Request { conn, route, variant, chunking } => {
@@ -591,7 +657,8 @@ impl Harness {
                 }
             }
             ServerOp::Flood { conn, b0, count, payload } => {
-                let one = crate::connection::raw_frame(*b0, 0, Some([1, 2, 3, 4]), &vec![b'x'; usize::from(payload % 32)]);
+                let one =
+                    crate::connection::raw_frame(*b0, 0, Some([1, 2, 3, 4]), &vec![b'x'; usize::from(payload % 32)]);
                 let frames = one.repeat(usize::from(*count) * 4);
                 self.input_bytes += frames.len();
                 if let Some(c) = self.client(*conn) {
@@ -676,7 +743,10 @@ impl Harness {
         // dropped but not yet noticed (at most every one ever opened).
         let conns = self.upgrades_possible.min(self.open_clients() + self.app.total_connections() + MAX_CONNS);
         let config_bound = 1024 * 1024 + conns * self.config.per_connection_bound();
-        assert!(growth <= config_bound, "heap grew {growth} bytes, over the configured bound {config_bound} for {conns} connections");
+        assert!(
+            growth <= config_bound,
+            "heap grew {growth} bytes, over the configured bound {config_bound} for {conns} connections"
+        );
         // No amplification: what the server holds is what it was given,
         // plus per connection its pipes, a read-ahead floor and (with
         // deflate, whose input can inflate up to the limit) a message.
@@ -755,54 +825,234 @@ pub fn server(data: &[u8]) {
 /// attacks the limits are for.
 pub fn seeds() -> Vec<(&'static str, ServerInput)> {
     use ServerOp::*;
-    let roomy = ServerConfig { max_message: 4096, max_frame: 4096, max_backpressure: 4096, pipe_capacity: 64, flags: 0, ping_secs: 29 };
-    let text = |conn: u8, payload: &[u8]| Frame { conn, b0: 0x81, form: 0, mask: Some([1, 2, 3, 4]), payload: payload.to_vec(), chunking: 0 };
+    let roomy = ServerConfig {
+        max_message: 4096,
+        max_frame: 4096,
+        max_backpressure: 4096,
+        pipe_capacity: 64,
+        flags: 0,
+        ping_secs: 29,
+    };
+    let text = |conn: u8, payload: &[u8]| Frame {
+        conn,
+        b0: 0x81,
+        form: 0,
+        mask: Some([1, 2, 3, 4]),
+        payload: payload.to_vec(),
+        chunking: 0,
+    };
     let up = |conn: u8, route: u8, variant: u8| Request { conn, route, variant: Variant(variant), chunking: 0 };
     let close = Frame { conn: 0, b0: 0x88, form: 0, mask: Some([9, 9, 9, 9]), payload: vec![0x03, 0xe8], chunking: 0 };
     let input = |flags: u8, ops: Vec<ServerOp>| ServerInput { config: ServerConfig { flags, ..roomy.clone() }, ops };
     vec![
-        ("echo", input(0, vec![Open { from: 0 }, up(0, 0, 0), text(0, b"hello"), Read { conn: 0 }, close.clone(), Read { conn: 0 }])),
-        ("echo-deflate", input(2, vec![Open { from: 0 }, up(0, 0, 1), text(0, b"hi"), Read { conn: 0 }, Broadcast { route: 0, len: 300 }, Read { conn: 0 }])),
-        ("chat-rooms", input(0, vec![
-            Open { from: 0 }, up(0, 1, 0), Open { from: 1 }, up(1, 1, 0), Open { from: 2 }, up(2, 2, 2),
-            text(0, b"to room a"), Publish { room: true, len: 20 }, Publish { room: false, len: 20 }, ReadAll,
-        ])),
-        ("guard", input(0, vec![Open { from: 0 }, up(0, 5, 0), Read { conn: 0 }, Open { from: 1 }, up(1, 4, 0), Open { from: 2 }, up(2, 5, 4), ReadAll])),
-        ("stream-and-json", input(0, vec![
-            Open { from: 0 }, up(0, 6, 2), text(0, b"s"), Open { from: 1 }, up(1, 7, 0), text(1, b"{\"a\":1}"), text(1, b"nope"), ReadAll,
-        ])),
-        ("http", input(0, vec![
-            Open { from: 0 }, up(0, 10, 64), Open { from: 1 }, up(1, 11, 64 | 32 | 128), Open { from: 2 }, up(2, 9, 0),
-            Open { from: 3 }, up(3, 0, 64), Open { from: 4 }, up(4, 0, 8), Open { from: 5 }, up(5, 0, 16), ReadAll,
-        ])),
-        ("heartbeat-partition", input(1, vec![
-            Open { from: 0 }, up(0, 0, 0), Open { from: 1 }, up(1, 3, 0), Hold { conn: 1 }, AdvanceSecs { secs: 30 }, ReadAll,
-            AdvanceSecs { secs: 60 }, Release { conn: 1 }, ReadAll,
-        ])),
-        ("flood-while-not-reading", input(0, vec![
-            Open { from: 0 }, up(0, 3, 0), Flood { conn: 0, b0: 0x81, count: 255, payload: 0 }, Flood { conn: 0, b0: 0x82, count: 255, payload: 7 },
-            Open { from: 1 }, up(1, 0, 0), Flood { conn: 1, b0: 0x81, count: 255, payload: 31 }, Advance { millis: 500 }, ReadAll,
-        ])),
-        ("slow-request-and-drip", input(16 | 32, vec![
-            Open { from: 0 }, Bytes { conn: 0, data: b"GET /echo HTTP/1.1\r\nHo".to_vec(), chunking: 1 }, AdvanceSecs { secs: 11 }, Read { conn: 0 },
-            Open { from: 1 }, up(1, 0, 0), Frame { conn: 1, b0: 0x01, form: 0, mask: Some([0; 4]), payload: b"part".to_vec(), chunking: 1 },
-            AdvanceSecs { secs: 25 }, AdvanceSecs { secs: 100 }, ReadAll,
-        ])),
-        ("limits-and-shutdown", input(64 | 128 | 8, vec![
-            Open { from: 0 }, up(0, 0, 0), Open { from: 0 }, up(1, 0, 0), Open { from: 0 }, up(2, 0, 0), Open { from: 1 }, up(3, 0, 0),
-            Flood { conn: 0, b0: 0x81, count: 10, payload: 3 }, ReadAll, Shutdown, ReadAll, Open { from: 2 }, up(4, 0, 0), ReadAll,
-        ])),
-        ("hostile-frames", input(0, vec![
-            Open { from: 0 }, up(0, 0, 0),
-            Frame { conn: 0, b0: 0x81, form: 3, mask: None, payload: b"unmasked".to_vec(), chunking: 2 },
-            Open { from: 1 }, up(1, 0, 0), Frame { conn: 1, b0: 0xf1, form: 0, mask: Some([1; 4]), payload: vec![0xff, 0xfe], chunking: 0 },
-            Open { from: 2 }, up(2, 0, 0), Bytes { conn: 2, data: vec![0x82, 0xff, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 2, 3, 4], chunking: 0 },
-            Advance { millis: 1000 }, ReadAll,
-        ])),
-        ("backpressure", ServerInput {
-            config: ServerConfig { max_backpressure: 64, pipe_capacity: 4, ..roomy.clone() },
-            ops: vec![Open { from: 0 }, up(0, 0, 0), Broadcast { route: 0, len: 4000 }, Broadcast { route: 0, len: 4000 }, AdvanceSecs { secs: 12 }, Read { conn: 0 }],
-        }),
+        (
+            "echo",
+            input(
+                0,
+                vec![
+                    Open { from: 0 },
+                    up(0, 0, 0),
+                    text(0, b"hello"),
+                    Read { conn: 0 },
+                    close.clone(),
+                    Read { conn: 0 },
+                ],
+            ),
+        ),
+        (
+            "echo-deflate",
+            input(
+                2,
+                vec![
+                    Open { from: 0 },
+                    up(0, 0, 1),
+                    text(0, b"hi"),
+                    Read { conn: 0 },
+                    Broadcast { route: 0, len: 300 },
+                    Read { conn: 0 },
+                ],
+            ),
+        ),
+        (
+            "chat-rooms",
+            input(
+                0,
+                vec![
+                    Open { from: 0 },
+                    up(0, 1, 0),
+                    Open { from: 1 },
+                    up(1, 1, 0),
+                    Open { from: 2 },
+                    up(2, 2, 2),
+                    text(0, b"to room a"),
+                    Publish { room: true, len: 20 },
+                    Publish { room: false, len: 20 },
+                    ReadAll,
+                ],
+            ),
+        ),
+        (
+            "guard",
+            input(
+                0,
+                vec![
+                    Open { from: 0 },
+                    up(0, 5, 0),
+                    Read { conn: 0 },
+                    Open { from: 1 },
+                    up(1, 4, 0),
+                    Open { from: 2 },
+                    up(2, 5, 4),
+                    ReadAll,
+                ],
+            ),
+        ),
+        (
+            "stream-and-json",
+            input(
+                0,
+                vec![
+                    Open { from: 0 },
+                    up(0, 6, 2),
+                    text(0, b"s"),
+                    Open { from: 1 },
+                    up(1, 7, 0),
+                    text(1, b"{\"a\":1}"),
+                    text(1, b"nope"),
+                    ReadAll,
+                ],
+            ),
+        ),
+        (
+            "http",
+            input(
+                0,
+                vec![
+                    Open { from: 0 },
+                    up(0, 10, 64),
+                    Open { from: 1 },
+                    up(1, 11, 64 | 32 | 128),
+                    Open { from: 2 },
+                    up(2, 9, 0),
+                    Open { from: 3 },
+                    up(3, 0, 64),
+                    Open { from: 4 },
+                    up(4, 0, 8),
+                    Open { from: 5 },
+                    up(5, 0, 16),
+                    ReadAll,
+                ],
+            ),
+        ),
+        (
+            "heartbeat-partition",
+            input(
+                1,
+                vec![
+                    Open { from: 0 },
+                    up(0, 0, 0),
+                    Open { from: 1 },
+                    up(1, 3, 0),
+                    Hold { conn: 1 },
+                    AdvanceSecs { secs: 30 },
+                    ReadAll,
+                    AdvanceSecs { secs: 60 },
+                    Release { conn: 1 },
+                    ReadAll,
+                ],
+            ),
+        ),
+        (
+            "flood-while-not-reading",
+            input(
+                0,
+                vec![
+                    Open { from: 0 },
+                    up(0, 3, 0),
+                    Flood { conn: 0, b0: 0x81, count: 255, payload: 0 },
+                    Flood { conn: 0, b0: 0x82, count: 255, payload: 7 },
+                    Open { from: 1 },
+                    up(1, 0, 0),
+                    Flood { conn: 1, b0: 0x81, count: 255, payload: 31 },
+                    Advance { millis: 500 },
+                    ReadAll,
+                ],
+            ),
+        ),
+        (
+            "slow-request-and-drip",
+            input(
+                16 | 32,
+                vec![
+                    Open { from: 0 },
+                    Bytes { conn: 0, data: b"GET /echo HTTP/1.1\r\nHo".to_vec(), chunking: 1 },
+                    AdvanceSecs { secs: 11 },
+                    Read { conn: 0 },
+                    Open { from: 1 },
+                    up(1, 0, 0),
+                    Frame { conn: 1, b0: 0x01, form: 0, mask: Some([0; 4]), payload: b"part".to_vec(), chunking: 1 },
+                    AdvanceSecs { secs: 25 },
+                    AdvanceSecs { secs: 100 },
+                    ReadAll,
+                ],
+            ),
+        ),
+        (
+            "limits-and-shutdown",
+            input(
+                64 | 128 | 8,
+                vec![
+                    Open { from: 0 },
+                    up(0, 0, 0),
+                    Open { from: 0 },
+                    up(1, 0, 0),
+                    Open { from: 0 },
+                    up(2, 0, 0),
+                    Open { from: 1 },
+                    up(3, 0, 0),
+                    Flood { conn: 0, b0: 0x81, count: 10, payload: 3 },
+                    ReadAll,
+                    Shutdown,
+                    ReadAll,
+                    Open { from: 2 },
+                    up(4, 0, 0),
+                    ReadAll,
+                ],
+            ),
+        ),
+        (
+            "hostile-frames",
+            input(
+                0,
+                vec![
+                    Open { from: 0 },
+                    up(0, 0, 0),
+                    Frame { conn: 0, b0: 0x81, form: 3, mask: None, payload: b"unmasked".to_vec(), chunking: 2 },
+                    Open { from: 1 },
+                    up(1, 0, 0),
+                    Frame { conn: 1, b0: 0xf1, form: 0, mask: Some([1; 4]), payload: vec![0xff, 0xfe], chunking: 0 },
+                    Open { from: 2 },
+                    up(2, 0, 0),
+                    Bytes { conn: 2, data: vec![0x82, 0xff, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 2, 3, 4], chunking: 0 },
+                    Advance { millis: 1000 },
+                    ReadAll,
+                ],
+            ),
+        ),
+        (
+            "backpressure",
+            ServerInput {
+                config: ServerConfig { max_backpressure: 64, pipe_capacity: 4, ..roomy.clone() },
+                ops: vec![
+                    Open { from: 0 },
+                    up(0, 0, 0),
+                    Broadcast { route: 0, len: 4000 },
+                    Broadcast { route: 0, len: 4000 },
+                    AdvanceSecs { secs: 12 },
+                    Read { conn: 0 },
+                ],
+            },
+        ),
     ]
 }
 
@@ -828,7 +1078,11 @@ mod tests {
                 std::fs::write(&path, input.encode()).unwrap();
             }
             let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert_eq!(committed, input.encode(), "{name} changed: BLAZE_WRITE_SEEDS=1 cargo test committed_seeds_are_current");
+            assert_eq!(
+                committed,
+                input.encode(),
+                "{name} changed: BLAZE_WRITE_SEEDS=1 cargo test committed_seeds_are_current"
+            );
         }
     }
 

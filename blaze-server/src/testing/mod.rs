@@ -235,8 +235,8 @@ impl TestServer {
     pub fn shutdown(&self) -> Duration {
         let start = self.elapsed();
         self.env.app.shutdown();
-        let limit = *self.env.app.inner.drain_timeout.read().unwrap_or_else(PoisonError::into_inner)
-            + Duration::from_secs(5);
+        let limit =
+            *self.env.app.inner.drain_timeout.read().unwrap_or_else(PoisonError::into_inner) + Duration::from_secs(5);
         while self.is_serving() && self.elapsed() - start < limit {
             // Every timer on the way fires at its own deadline.
             self.advance(Duration::from_millis(50));

@@ -116,7 +116,10 @@ impl TestRuntime {
         loop {
             let Some(task) = lock(&self.sim.ready).pop_front() else { return polls };
             polls += 1;
-            assert!(polls <= MAX_POLLS_PER_RUN, "TestRuntime: tasks keep waking each other without settling (livelock)");
+            assert!(
+                polls <= MAX_POLLS_PER_RUN,
+                "TestRuntime: tasks keep waking each other without settling (livelock)"
+            );
             task.queued.store(false, Ordering::SeqCst);
             let Some(mut future) = lock(&task.future).take() else { continue };
             let waker = Waker::from(task.clone());
@@ -192,8 +195,12 @@ impl Runtime for TestRuntime {
 
     fn spawn(&self, future: BoxFuture<()>) {
         let id = self.sim.next_id.fetch_add(1, Ordering::Relaxed);
-        let task =
-            Arc::new(Task { id, future: Mutex::new(Some(future)), queued: AtomicBool::new(false), sim: Arc::downgrade(&self.sim) });
+        let task = Arc::new(Task {
+            id,
+            future: Mutex::new(Some(future)),
+            queued: AtomicBool::new(false),
+            sim: Arc::downgrade(&self.sim),
+        });
         lock(&self.sim.tasks).insert(id, task.clone());
         task.wake_by_ref();
     }
