@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of everything in blaze-proto that reads network
-# input: libFuzzer through cargo-fuzz, one target at a time.
+# input, and of the whole server (`server`: blaze-server's App over the
+# in-memory harness): libFuzzer through cargo-fuzz, one target at a time.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # SECONDS_PER_TARGET defaults to 60; TARGETs default to all of them
-# (frame_decode handshake_request handshake_response connection inflate). Needs
+# (frame_decode handshake_request handshake_response connection inflate server). Needs
 # the nightly toolchain; installs cargo-fuzz if it is missing. Each target's
 # corpus (fuzz/corpus/<target>, gitignored) is seeded from the committed
 # fuzz/seeds/<target>; crashes land in fuzz/artifacts/<target>/ and make
@@ -18,7 +19,7 @@ SECONDS_PER_TARGET="${1:-60}"
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(frame_decode handshake_request handshake_response connection inflate)
+  TARGETS=(frame_decode handshake_request handshake_response connection inflate server)
 fi
 case "$SECONDS_PER_TARGET" in
   '' | *[!0-9]*) echo "usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]" >&2; exit 2 ;;

@@ -43,6 +43,8 @@ pub(crate) struct AppInner {
     /// Connections accepted through another HTTP server (`mount`).
     pub(crate) mounted: crate::mount::Mounted,
     pub(crate) tasks: Arc<BackgroundTasks>,
+    #[cfg(feature = "testing")]
+    pub(crate) test_slot: crate::testing::TestSlot,
 }
 
 /// A Blaze application: WebSocket and HTTP routes, and the registry of
@@ -91,6 +93,8 @@ impl App {
                 drain_timeout: RwLock::new(Duration::from_secs(10)),
                 mounted: Default::default(),
                 tasks: Arc::default(),
+                #[cfg(feature = "testing")]
+                test_slot: Default::default(),
             }),
         }
     }

@@ -30,6 +30,7 @@ mod outgoing;
 mod proxy;
 mod rate;
 mod replies;
+mod reconnect;
 mod request;
 mod router;
 pub mod runtime;
@@ -37,6 +38,8 @@ mod serve;
 mod shutdown;
 mod socket;
 mod tasks;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use async_admission::{Admission, AsyncGuard};
 pub use app::{App, Group, RouteRef, ShutdownHandle};
@@ -50,6 +53,7 @@ pub use hub::ConnectionSummary;
 pub use locals::Extensions;
 pub use origin::same_origin;
 pub use mount::{MountedRequest, MountedUpgrade};
+pub use reconnect::{Backoff, ClientEvent, Connector, ReconnectingClient};
 pub use outgoing::{IntoMessage, IntoPrepared, Json};
 pub use proxy::{Cidr, CidrParseError};
 pub use replies::{ErrorReplies, ErrorReplyFn};

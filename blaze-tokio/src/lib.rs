@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+pub mod guide;
 mod tokio_rt;
 
 #[cfg(feature = "axum")]

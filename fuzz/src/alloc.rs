@@ -75,3 +75,8 @@ pub fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
     let result = f();
     (result, usize::try_from(PEAK.with(Cell::get) - before).unwrap_or(0))
 }
+
+/// Heap bytes live on this thread now (allocated here and not freed here).
+pub fn live() -> isize {
+    LIVE.with(Cell::get)
+}

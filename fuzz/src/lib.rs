@@ -15,10 +15,12 @@ pub mod connection;
 pub mod frame;
 pub mod handshake;
 pub mod inflate;
+pub mod server;
 
 /// Every fuzz target, by the name of its `fuzz_targets/<name>.rs` and of
 /// its seed directory `seeds/<name>/`.
-pub const TARGETS: [&str; 5] = ["frame_decode", "handshake_request", "handshake_response", "connection", "inflate"];
+pub const TARGETS: [&str; 6] =
+    ["frame_decode", "handshake_request", "handshake_response", "connection", "inflate", "server"];
 
 /// Runs one input through the harness the fuzz target `target` calls,
 /// exactly as libFuzzer hands it over (for `connection`, parsed with
@@ -34,6 +36,10 @@ pub fn run_target(target: &str, data: &[u8]) {
             connection::Harness::run(&input)
         }
         "inflate" => inflate::inflate(data),
+        "server" => {
+            let input = server::ServerInput::parse(data).expect("a server input that does not parse");
+            server::Harness::run(&input)
+        }
         other => panic!("no fuzz target {other:?}"),
     }
 }
@@ -94,5 +100,10 @@ mod seed_replay {
     #[test]
     fn inflate_seeds() {
         replay("inflate");
+    }
+
+    #[test]
+    fn server_seeds() {
+        replay("server");
     }
 }

@@ -849,7 +849,7 @@ pub enum Cmd {
 pub enum Reconnect {
     /// Waits for [`Cmd::Reconnect`].
     OnCommand,
-    /// Reconnects by itself after a random backoff.
+    /// Reconnects by itself: a `ReconnectingClient` with [`AUTO_BACKOFF`].
     Auto,
 }
 
@@ -993,11 +993,15 @@ impl Fleet {
     }
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one connection attempt may take (TCP connect and handshake).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A client: connects, records every message and how the connection ended,
 /// and obeys commands. It never asserts: the test thread does.
 async fn agent(spec: AgentSpec, log: Arc<Mutex<AgentLog>>, mut commands: UnboundedReceiver<Cmd>) {
+    if spec.reconnect == Reconnect::Auto {
+        return auto_agent(spec, log, commands).await;
+    }
     let mut rng = SmallRng::seed_from_u64(spec.seed);
     tokio::time::sleep(spec.start_after).await;
     let mut stalled = false;
@@ -1052,19 +1056,90 @@ async fn agent(spec: AgentSpec, log: Arc<Mutex<AgentLog>>, mut commands: Unbound
             }
         }
         drop(ws);
-        match spec.reconnect {
-            Reconnect::Auto => {
-                let backoff = Duration::from_millis(rng.random_range(50..300));
-                tokio::time::sleep(backoff).await;
+        // Reconnect::Auto agents are `auto_agent`.
+        loop {
+            match commands.recv().await {
+                Some(Cmd::Reconnect) => break,
+                Some(Cmd::Resume) => stalled = false,
+                Some(Cmd::Stall) => stalled = true,
+                Some(_) => {}
+                None => return,
             }
-            Reconnect::OnCommand => loop {
-                match commands.recv().await {
-                    Some(Cmd::Reconnect) => break,
-                    Some(Cmd::Resume) => stalled = false,
-                    Some(Cmd::Stall) => stalled = true,
-                    Some(_) => {}
-                    None => return,
+        }
+    }
+}
+
+/// The backoff of agents that reconnect by themselves: 100-200 ms after a
+/// connection ends, then doubling per failed attempt (jittered by half),
+/// up to 2 s.
+pub const AUTO_BACKOFF: blaze_tokio::Backoff =
+    blaze_tokio::Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(2), multiplier: 2.0, jitter: 0.5 };
+
+/// A [`Reconnect::Auto`] agent: Blaze's own [`blaze_tokio::ReconnectingClient`]
+/// does the reconnecting (seeded from the agent's seed, so a run replays).
+async fn auto_agent(spec: AgentSpec, log: Arc<Mutex<AgentLog>>, mut commands: UnboundedReceiver<Cmd>) {
+    use blaze_tokio::{ClientEvent, Connector, ReconnectingClient};
+    tokio::time::sleep(spec.start_after).await;
+    let local: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let connector: Connector<TokioIo<turmoil::net::TcpStream>> = {
+        let local = local.clone();
+        Box::new(move || {
+            let local = local.clone();
+            Box::pin(async move {
+                let stream = turmoil::net::TcpStream::connect((SERVER, PORT)).await?;
+                *lock(&local) = Some(stream.local_addr()?);
+                Ok(TokioIo(stream))
+            })
+        })
+    };
+    let url = WsUrl::parse(&format!("ws://{SERVER}:{PORT}{PATH}")).expect("a valid URL");
+    // The client's own heartbeat: a partition is noticed from this side
+    // too (within PING_INTERVAL + PONG_TIMEOUT), not only when a write fails.
+    let mut options = ClientOptions::default().config(
+        WsConfig::default()
+            .ping_interval(Some(PING_INTERVAL))
+            .pong_timeout(PONG_TIMEOUT)
+            .handshake_timeout(HANDSHAKE_TIMEOUT),
+    );
+    if let Some(deflate) = spec.deflate {
+        options = options.deflate(deflate);
+    }
+    let mut client = ReconnectingClient::new(TokioRuntime, url, options, connector, AUTO_BACKOFF, spec.seed)
+        .connect_timeout(CONNECT_TIMEOUT);
+    let mut stalled = false;
+    let mut commands_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(Cmd::Send(text)) => { let _ = client.send(text); }
+                // Ends this connection; the client reconnects by itself.
+                Some(Cmd::Close) => { if let Some(ws) = client.stream() { let _ = ws.close(1000u16, ""); } }
+                Some(Cmd::Stall) => stalled = true,
+                Some(Cmd::Resume) => stalled = false,
+                Some(Cmd::Reconnect) => {}
+                None => commands_open = false,
+            },
+            event = client.next(), if !stalled => match event {
+                Some(ClientEvent::Connected) => {
+                    let local = lock(&local).expect("the connector recorded the address");
+                    lock(&log).conns.push(ConnLog { key: None, local, opened_at: now(), received: Vec::new(), closed: None });
                 }
+                Some(ClientEvent::Message(message)) => {
+                    let text = message.as_text().unwrap_or("<binary>").to_owned();
+                    let mut log = lock(&log);
+                    let conn = log.conns.last_mut().expect("connected first");
+                    match (conn.key, parse_hello(&text)) {
+                        (None, Some(key)) => conn.key = Some(key),
+                        _ => conn.received.push((text, now())),
+                    }
+                }
+                Some(ClientEvent::Disconnected { code, .. }) => {
+                    lock(&log).conns.last_mut().expect("connected first").closed = Some((code, now()));
+                }
+                Some(ClientEvent::ConnectFailed { .. }) => lock(&log).failed_attempts += 1,
+                Some(_) => {}
+                None => return,
             },
         }
     }

@@ -33,6 +33,13 @@ async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
     let addr = std::env::args().skip_while(|a| a != "--addr").nth(1).unwrap_or_else(|| "127.0.0.1:8083".into());
     let app = App::new();
+    routes(&app);
+    println!("auth on ws://{addr}/secure?token=alice-token");
+    app.listen(addr).await
+}
+
+/// The guarded `/secure` route (the tests call this too).
+fn routes(app: &App) {
     let require_token = guard(|req, locals| match req.bearer_token().and_then(lookup) {
         Some(user) => {
             locals.insert(user);
@@ -54,6 +61,40 @@ async fn main() -> std::io::Result<()> {
             }),
     )
     .guard(require_token);
-    println!("auth on ws://{addr}/secure?token=alice-token");
-    app.listen(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blaze_tokio::{ClientError, ClientOptions};
+
+    fn status(result: Result<blaze_tokio::testing::TestClient, ClientError>) -> u16 {
+        match result {
+            Err(ClientError::Handshake(blaze_proto::handshake::ClientHandshakeError::Rejected { status, .. })) => status,
+            Err(other) => panic!("expected a rejection, got {other}"),
+            Ok(_) => panic!("expected a rejection, got a connection"),
+        }
+    }
+
+    #[test]
+    fn no_or_bad_token_is_401_before_the_handshake() {
+        let app = App::new();
+        routes(&app);
+        assert_eq!(status(app.test_client("/secure")), 401);
+        assert_eq!(status(app.test_client("/secure?token=mallory")), 401);
+        assert_eq!(app.total_connections(), 0);
+    }
+
+    #[test]
+    fn a_token_in_the_query_or_the_header_greets_its_user() {
+        let app = App::new();
+        routes(&app);
+        let mut alice = app.test_client("/secure?token=alice-token").unwrap();
+        assert_eq!(alice.recv_text().as_deref(), Some("Hello, Alice!"));
+        alice.send("hi").unwrap();
+        assert_eq!(alice.recv_text().as_deref(), Some("Alice: hi"));
+        let bearer = ClientOptions::default().header("Authorization", "Bearer bob-token");
+        let mut bob = app.test_server().client_with("/secure", bearer).unwrap();
+        assert_eq!(bob.recv_text().as_deref(), Some("Hello, Bob!"));
+    }
 }

@@ -20,6 +20,13 @@ async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
     let addr = std::env::args().skip_while(|a| a != "--addr").nth(1).unwrap_or_else(|| "127.0.0.1:8082".into());
     let app = App::new();
+    routes(&app);
+    println!("rooms on ws://{addr}/game/:room_id");
+    app.listen(addr).await
+}
+
+/// The `/game/:room_id` route (the tests call this too).
+fn routes(app: &App) {
     let stats = app.clone();
     let leaving = app.clone();
     app.ws(
@@ -41,6 +48,45 @@ async fn main() -> std::io::Result<()> {
                 let _ = leaving.publish(&room, Json(json!({"type": "leave", "name": name(ws), "players": players})));
             }),
     );
-    println!("rooms on ws://{addr}/game/:room_id");
-    app.listen(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn messages_stay_in_their_room_with_join_and_leave_notices() {
+        let app = App::new();
+        routes(&app);
+        let mut ann = app.test_client("/game/lobby?name=ann").unwrap();
+        assert_eq!(ann.recv_json::<Value>(), Some(json!({"type": "join", "name": "ann", "players": 1})));
+        let mut bob = app.test_client("/game/lobby?name=bob").unwrap();
+        let mut cat = app.test_client("/game/arena?name=cat").unwrap();
+        let bob_joined = json!({"type": "join", "name": "bob", "players": 2});
+        assert_eq!(ann.recv_json::<Value>(), Some(bob_joined.clone()));
+        assert_eq!(bob.recv_json::<Value>(), Some(bob_joined));
+        assert_eq!(cat.recv_json::<Value>(), Some(json!({"type": "join", "name": "cat", "players": 1})));
+
+        ann.send("gg").unwrap();
+        let said = json!({"type": "message", "name": "ann", "text": "gg"});
+        assert_eq!(ann.recv_json::<Value>(), Some(said.clone()), "the sender is in its room too");
+        assert_eq!(bob.recv_json::<Value>(), Some(said));
+        assert_eq!(cat.recv(), None, "another room hears nothing");
+
+        bob.close(1000, "bye").unwrap();
+        assert_eq!(ann.recv_json::<Value>(), Some(json!({"type": "leave", "name": "bob", "players": 1})));
+        assert_eq!(cat.recv(), None);
+        assert_eq!(app.topic_count("room:lobby"), 1);
+        assert_eq!(app.topic_count("room:arena"), 1);
+    }
+
+    #[test]
+    fn a_player_without_a_name_is_named_by_id() {
+        let app = App::new();
+        routes(&app);
+        let mut anon = app.test_client("/game/x").unwrap();
+        let joined: Value = anon.recv_json().unwrap();
+        assert!(joined["name"].as_str().unwrap().starts_with("player"), "{joined}");
+    }
 }

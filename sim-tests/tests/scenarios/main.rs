@@ -2,6 +2,7 @@
 //! crate docs and README.md): `SIM_SEED=N` replays one seed, `SIM_SEEDS=N`
 //! runs seeds 1..=N.
 
+mod auto_reconnect;
 mod determinism;
 mod fanout;
 mod hostile;
