@@ -26,6 +26,8 @@ pub mod runtime;
 mod serve;
 mod shutdown;
 mod socket;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use app::{App, Group, RouteRef, ShutdownHandle};
 pub use client::{connect_with, ClientError, ClientOptions, WsUrl};
@@ -36,7 +38,7 @@ pub use hub::ConnectionSummary;
 pub use locals::Extensions;
 pub use outgoing::{IntoMessage, IntoPrepared, Json};
 pub use request::{guard, Guard, HttpHandler, Request, Response};
-pub use runtime::{Accepted, BoxFuture, Listener, Runtime, Transport};
+pub use runtime::{Accepted, Acceptor, BoxFuture, Listener, Plain, Runtime, Transport};
 pub use socket::{ConnInfo, WebSocket, WsStream};
 
 pub use blaze_proto::deflate::{CompressionMode, DeflateConfig};

@@ -19,7 +19,7 @@ use crate::hub::AdmitError;
 use crate::locals::Extensions;
 use crate::handler::panic_message;
 use crate::request::{Guard, Request, Response};
-use crate::runtime::{read_buf, shutdown, timeout, write_all, Accepted, Listener, Runtime, Transport};
+use crate::runtime::{read_buf, shutdown, timeout, write_all, Accepted, Acceptor, Listener, Plain, Runtime, Transport};
 use crate::socket::{ConnInfo, ConnInner, ConnShared, Spawner, WebSocket};
 
 /// Largest body a plain HTTP route accepts (413 above).
@@ -42,7 +42,20 @@ impl App {
     /// Serves connections from `listener` on runtime `rt` until
     /// [`App::shutdown`] is called, then drains gracefully. Runtime
     /// adapters call this; applications call the adapter's `serve`.
-    pub async fn serve_with<R: Runtime, L: Listener>(&self, rt: R, mut listener: L) -> std::io::Result<()> {
+    pub async fn serve_with<R: Runtime, L: Listener>(&self, rt: R, listener: L) -> std::io::Result<()> {
+        self.serve_with_acceptor(rt, listener, Plain).await
+    }
+
+    /// Like [`App::serve_with`], with every accepted stream first passed
+    /// through `acceptor` (a TLS handshake) in the connection's own task,
+    /// under `handshake_timeout`. Runtime adapters call this for `wss://`.
+    pub async fn serve_with_acceptor<R: Runtime, L: Listener, A: Acceptor<L::Io>>(
+        &self,
+        rt: R,
+        mut listener: L,
+        acceptor: A,
+    ) -> std::io::Result<()> {
+        let acceptor = Arc::new(acceptor);
         let tasks = Arc::new(TaskCount::default());
         let spawner: Spawner = {
             let rt = rt.clone();
@@ -69,7 +82,8 @@ impl App {
                     let app = self.clone();
                     let task_rt = rt.clone();
                     let spawner = spawner.clone();
-                    rt.spawn(Box::pin(handle_connection(app, task_rt, spawner, accepted, guard)));
+                    let acceptor = acceptor.clone();
+                    rt.spawn(Box::pin(accept_and_handle(app, task_rt, spawner, accepted, guard, acceptor)));
                 }
                 Some(Err(err)) => {
                     // Out of file descriptors and the like: back off briefly
@@ -108,6 +122,34 @@ impl App {
     }
 }
 
+/// Runs the acceptor's step (the TLS handshake) and then the HTTP phase,
+/// both under one `handshake_timeout` deadline.
+async fn accept_and_handle<R: Runtime, T: Transport, A: Acceptor<T>>(
+    app: App,
+    rt: R,
+    spawner: Spawner,
+    accepted: Accepted<T>,
+    guard: TaskGuard,
+    acceptor: Arc<A>,
+) {
+    let started = rt.now();
+    let deadline = blaze_proto::deadline_after(started, app.current_config().handshake_timeout);
+    let Accepted { io, remote_addr, local_addr } = accepted;
+    let io = match timeout(&rt, deadline, acceptor.accept(io)).await {
+        Some(Ok(io)) => io,
+        Some(Err(err)) => {
+            tracing::debug!(remote = ?remote_addr, "connection setup failed: {err}");
+            return;
+        }
+        // Dropping the stream closes it: there is no HTTP to answer with yet.
+        None => {
+            tracing::debug!(remote = ?remote_addr, "connection setup timed out");
+            return;
+        }
+    };
+    handle_connection(app, rt, spawner, Accepted { io, remote_addr, local_addr }, guard, started).await
+}
+
 /// The HTTP phase of one connection. An upgraded connection continues in a
 /// task of its own (see [`upgrade`]); `guard` counts it until it ends.
 async fn handle_connection<R: Runtime, T: Transport>(
@@ -116,10 +158,11 @@ async fn handle_connection<R: Runtime, T: Transport>(
     spawner: Spawner,
     accepted: Accepted<T>,
     guard: TaskGuard,
+    started: std::time::Instant,
 ) {
     let Accepted { mut io, remote_addr, local_addr } = accepted;
     let config = app.current_config();
-    let reader = RequestReader::new(config.handshake_limits(), rt.now());
+    let reader = RequestReader::new(config.handshake_limits(), started);
     let mut buf = BytesMut::with_capacity(1024);
     let mut request = loop {
         match reader.read(&mut buf) {
