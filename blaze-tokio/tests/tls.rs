@@ -96,13 +96,23 @@ async fn large_messages_cross_tls_whole() {
     // message wait in the TLS stream until a flush once the socket drains.
     let pki = pki(&["localhost"]);
     let app = echo_app(WsConfig::default());
-    let (addr, server) = serve_tls(&app, tls_config(&pki)).await;
+    // A small kernel send buffer: the socket is full while rustls still
+    // holds the end of a message.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(8 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(64).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn({
+        let (app, tls) = (app.clone(), tls_config(&pki));
+        async move { app.serve_tls(listener, tls).await }
+    });
     let options = blaze_tokio::ClientOptions::default()
         .tls(client_config(&pki))
         .config(WsConfig::default().ping_interval(None).max_message_size(16 << 20).max_frame_size(16 << 20));
     let url = format!("wss://localhost:{}/echo", addr.port());
     let mut ws = blaze_tokio::connect_with_options(&url, options).await.unwrap();
-    for size in [70_000, 1 << 20, 4 << 20] {
+    for size in [70_000, 200_000, 1 << 20, 4 << 20] {
         let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         ws.send_binary(payload.clone()).unwrap();
         match common::recv_within_for(&mut ws, Duration::from_secs(20)).await {
