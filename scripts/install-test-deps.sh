@@ -61,4 +61,13 @@ else
     apt-get install -y -q chromium </dev/null
 fi
 
+# openssl: tests-external/gen-test-cert.sh makes the wss tests' throwaway CA.
+if command -v openssl >/dev/null; then
+    echo "openssl: already installed"
+else
+    echo "openssl: installing from apt"
+    apt-get update -q </dev/null
+    apt-get install -y -q openssl </dev/null
+fi
+
 echo "test deps ready"

@@ -33,6 +33,12 @@ step "blaze-proto stays sans-io (no clock, threads or sockets in the library)" \
 # results. The bound is far above a normal run (about 5 minutes here).
 step "cargo test --workspace" timeout --kill-after=30 2400 cargo test --workspace --no-fail-fast
 
+# wss (the adapters' `tls` feature, off in the workspace run above): our
+# client and server over TLS with a throwaway CA, and the TLS doc examples.
+step "cargo test --features tls (wss)" timeout --kill-after=30 1200 bash -c \
+    'cargo test -p blaze-tokio -p blaze-async-std --features tls --test tls \
+     && cargo test -p blaze-server -p blaze-tokio -p blaze-async-std --features tls --doc'
+
 step "fuzz crate tests and seed replay" bash scripts/fuzz-tests.sh
 
 step "external clients" bash scripts/test-external.sh

@@ -4,16 +4,15 @@
 //!
 //! `cargo run --release -p blaze-examples --bin echo -- --addr 127.0.0.1:9001 [--runtime tokio|async-std] [--deflate shared|dedicated]`
 //!
+//! `--tls-cert FILE --tls-key FILE` (PEM; built with `--features tls`)
+//! serves the same contract over `wss://`.
+//!
 //! `--deflate` accepts permessage-deflate (level 6, every message
 //! compressed: threshold 0); without it offers are declined, so the plain
 //! comparisons are unchanged.
 
+use blaze_examples::{arg, listen_async_std, listen_tokio, scheme, tls_from_args};
 use blaze_server::{App, Callbacks, CompressionMode, WsConfig};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
 
 /// The routes, built once for either runtime.
 fn app() -> App {
@@ -59,19 +58,20 @@ fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
     let addr = arg("--addr").unwrap_or_else(|| "127.0.0.1:9001".into());
     let runtime = arg("--runtime").unwrap_or_else(|| "tokio".into());
-    println!("echo server on ws://{addr} ({runtime})");
+    let tls = tls_from_args();
+    println!("echo server on {}://{addr} ({runtime})", scheme(&tls));
     match runtime.as_str() {
         "tokio" => {
             // One worker: the benchmarks pin each server to one core.
             let threads = arg("--threads").and_then(|t| t.parse().ok()).unwrap_or(1);
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
-            rt.block_on(blaze_tokio::App::from(app()).listen(addr))
+            rt.block_on(listen_tokio(&blaze_tokio::App::from(app()), &addr, tls))
         }
         "async-std" => {
             if std::env::var_os("ASYNC_STD_THREAD_COUNT").is_none() {
                 std::env::set_var("ASYNC_STD_THREAD_COUNT", "1");
             }
-            async_std::task::block_on(blaze_async_std::App::from(app()).listen(addr))
+            async_std::task::block_on(listen_async_std(&blaze_async_std::App::from(app()), &addr, tls))
         }
         other => {
             eprintln!("unknown runtime {other:?}: use tokio or async-std");
