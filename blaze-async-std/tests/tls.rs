@@ -60,7 +60,9 @@ async fn connect(url: &str, ca_pem: &str) -> Result<WsStream, ClientError> {
     let options = blaze_async_std::ClientOptions::default()
         .tls(client_config(ca_pem))
         .config(WsConfig::default().ping_interval(None).max_message_size(8 << 20).max_frame_size(8 << 20));
-    async_std::future::timeout(WAIT, blaze_async_std::connect_with_options(url, options)).await.expect("connect in time")
+    async_std::future::timeout(WAIT, blaze_async_std::connect_with_options(url, options))
+        .await
+        .expect("connect in time")
 }
 
 async fn recv(ws: &mut WsStream) -> Option<Message> {
@@ -107,7 +109,8 @@ async fn a_certificate_from_an_untrusted_ca_is_refused() {
 
 fn closed_by_server(stream: &mut std::net::TcpStream) -> bool {
     match stream.read(&mut [0; 64]) {
-        Ok(_) => true,
+        Ok(0) => true,
+        Ok(_) => panic!("the server sent bytes to a client that never sent a ClientHello"),
         Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
     }
 }

@@ -19,9 +19,9 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
-mod tokio_rt;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod tokio_rt;
 
 use std::future::Future;
 use std::io;

@@ -50,9 +50,12 @@ fn echo_app(config: WsConfig) -> App {
     let app = App::new();
     app.config(config.max_message_size(16 << 20).max_frame_size(16 << 20).max_backpressure(32 << 20));
     app.get("/hello", |_req| Response::text(200, "hello over https"));
-    app.ws("/room", Callbacks::new().on_message(|ws, text| {
-        let _ = ws.broadcast(text);
-    }));
+    app.ws(
+        "/room",
+        Callbacks::new().on_message(|ws, text| {
+            let _ = ws.broadcast(text);
+        }),
+    );
     app.ws(
         "/echo",
         Callbacks::new()
@@ -223,7 +226,8 @@ fn stalled_connections(addr: SocketAddr, count: usize) -> Vec<std::net::TcpStrea
 /// still waiting for its ClientHello.
 fn closed_by_server(stream: &mut std::net::TcpStream) -> bool {
     match stream.read(&mut [0; 64]) {
-        Ok(_) => true,
+        Ok(0) => true,
+        Ok(_) => panic!("the server sent bytes to a client that never sent a ClientHello"),
         Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
     }
 }
