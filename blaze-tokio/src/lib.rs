@@ -107,7 +107,7 @@ impl App {
     }
 
     /// Serves connections from any [`Accept`]or (a bound
-    /// `tokio::net::TcpListener`, a Unix listener, a TLS or turmoil wrapper)
+    /// `tokio::net::TcpListener`, a Unix listener, a turmoil wrapper)
     /// until shutdown. Background tasks from [`App::spawn`] end with it.
     pub async fn serve<A: Accept>(&self, listener: A) -> io::Result<()> {
         self.serve_accepting(listener, Plain).await
