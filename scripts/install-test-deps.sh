@@ -70,8 +70,12 @@ else
     apt-get update -q </dev/null
     apt-get install -y -q redis-server </dev/null
 fi
-# The openssl CLI makes the throwaway CA of blaze-redis's rediss:// test.
-if ! command -v openssl >/dev/null; then
+# openssl: tests-external/gen-test-cert.sh makes the wss tests' throwaway CA,
+# and blaze-redis's rediss:// test its own.
+if command -v openssl >/dev/null; then
+    echo "openssl: already installed"
+else
+    echo "openssl: installing from apt"
     apt-get update -q </dev/null
     apt-get install -y -q openssl </dev/null
 fi

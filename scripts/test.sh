@@ -46,6 +46,11 @@ step "blaze-tokio --features axum (Blaze inside axum and hyper, HTTP/2)" \
         && cargo build -p blaze-examples --features axum --bin axum_chat'
 # rediss:// against a real TLS redis-server (blaze-redis's optional `tls` feature).
 step "blaze-redis over TLS" timeout --kill-after=30 900 cargo test -p blaze-redis --features tls --test rediss_tls
+# wss (the adapters' `tls` feature, off in the workspace run above): our
+# client and server over TLS with a throwaway CA, and the TLS doc examples.
+step "cargo test --features tls (wss)" timeout --kill-after=30 1200 bash -c \
+    'cargo test -p blaze-tokio -p blaze-async-std --features tls --test tls \
+     && cargo test -p blaze-server -p blaze-tokio -p blaze-async-std --features tls --doc'
 
 step "fuzz crate tests and seed replay" bash scripts/fuzz-tests.sh
 

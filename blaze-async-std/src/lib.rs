@@ -20,10 +20,14 @@
 
 mod async_std_rt;
 mod ctrl_c;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::future::Future;
 use std::io;
 use std::ops::Deref;
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use async_std_rt::{Accept, AsyncStdIo, AsyncStdRuntime};
@@ -68,11 +72,41 @@ impl App {
         self.serve(listener).await
     }
 
+    /// Binds `addr` and serves `wss://` (and HTTPS routes) with `tls`
+    /// until shutdown; each TLS handshake runs in its connection's task
+    /// under `handshake_timeout`.
+    #[cfg(feature = "tls")]
+    pub async fn listen_tls(
+        &self,
+        addr: impl async_std::net::ToSocketAddrs,
+        tls: impl Into<tls::TlsAcceptor>,
+    ) -> io::Result<()> {
+        let listener = async_std::net::TcpListener::bind(addr).await?;
+        tracing::info!("listening on {} (TLS)", listener.local_addr()?);
+        self.serve_tls(listener, tls).await
+    }
+
     /// Serves connections from any [`Accept`]or until shutdown. Background
     /// tasks from [`App::spawn`] still running once the connections have
     /// drained are stopped, and `serve` returns after they are dropped.
     pub async fn serve<A: Accept>(&self, listener: A) -> io::Result<()> {
-        self.app.serve_with(AsyncStdRuntime, AcceptLoop::new(listener)).await
+        self.serve_accepting(listener, Plain).await
+    }
+
+    /// Serves `wss://` from any [`Accept`]or until shutdown: each accepted
+    /// stream's TLS handshake runs in the connection's own task under
+    /// `handshake_timeout`, never in the accept loop.
+    #[cfg(feature = "tls")]
+    pub async fn serve_tls<A: Accept>(&self, listener: A, tls: impl Into<tls::TlsAcceptor>) -> io::Result<()> {
+        self.serve_accepting(listener, tls.into()).await
+    }
+
+    async fn serve_accepting<A: Accept, C: Acceptor<AsyncStdIo<A::Stream>>>(
+        &self,
+        listener: A,
+        acceptor: C,
+    ) -> io::Result<()> {
+        self.app.serve_with_acceptor(AsyncStdRuntime, AcceptLoop::new(listener), acceptor).await
     }
 
     /// Runs a background task for the life of the server; it is stopped
@@ -89,7 +123,9 @@ pub async fn delay(duration: Duration) {
     async_std::task::sleep(duration).await;
 }
 
-/// Connects to a WebSocket server at a `ws://` URL.
+/// Connects to a WebSocket server at a `ws://` URL, or `wss://` with the
+/// `tls` feature (Mozilla's roots, hostname verified; see
+/// [`ClientOptions::tls`] for others).
 pub async fn connect(url: &str) -> Result<WsStream, ClientError> {
     connect_with_options(url, ClientOptions::default()).await
 }
@@ -99,5 +135,18 @@ pub async fn connect_with_options(url: &str, options: ClientOptions) -> Result<W
     let url = WsUrl::parse(url)?;
     let stream = async_std::net::TcpStream::connect((url.host.trim_matches(['[', ']']), url.port)).await?;
     let _ = stream.set_nodelay(true);
+    if url.secure {
+        #[cfg(feature = "tls")]
+        return tls::connect(stream, &url, options).await;
+        #[cfg(not(feature = "tls"))]
+        return Err(ClientError::InvalidUrl(format!("{} needs the `tls` feature of blaze-async-std", url.authority)));
+    }
     blaze_server::connect_with(AsyncStdRuntime, AsyncStdIo(stream), &url, options).await
+}
+
+/// Connects to a `wss://` URL trusting the roots in `config` (a private
+/// or test CA: [`tls::client_config_from_pem`]).
+#[cfg(feature = "tls")]
+pub async fn connect_tls(url: &str, config: Arc<tls::rustls::ClientConfig>) -> Result<WsStream, ClientError> {
+    connect_with_options(url, ClientOptions::default().tls(config)).await
 }

@@ -12,7 +12,9 @@ use blaze_proto::handshake::ClientHandshake;
 use blaze_proto::{Config, Connection, Event, Role};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
+
+use crate::tls::{Stream, TlsTarget};
 
 /// Connections per source address before moving to the next 127.0.0.x.
 const PER_SOURCE: usize = 20_000;
@@ -22,11 +24,19 @@ pub struct Target {
     pub addr: SocketAddr,
     pub host: String,
     pub path: String,
+    /// `wss://`: how to secure each connection.
+    pub tls: Option<TlsTarget>,
 }
 
 impl Target {
-    pub fn parse(url: &str) -> Result<Target, String> {
-        let rest = url.strip_prefix("ws://").ok_or("only ws:// URLs are supported")?;
+    /// A `ws://` or `wss://` URL; `ca` is a PEM file of roots to trust
+    /// for `wss://` (Mozilla's roots without it).
+    pub fn parse(url: &str, ca: Option<&str>) -> Result<Target, String> {
+        let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => return Err("only ws:// and wss:// URLs are supported".into()),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -36,14 +46,16 @@ impl Target {
             .map_err(|e| format!("{authority}: {e}"))?
             .next()
             .ok_or("no address")?;
-        Ok(Target { addr, host: authority.to_owned(), path: path.to_owned() })
+        let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+        let tls = if secure { Some(TlsTarget::new(host, ca)?) } else { None };
+        Ok(Target { addr, host: authority.to_owned(), path: path.to_owned(), tls })
     }
 }
 
 /// An open connection: the stream, bytes read past the 101, and the
 /// permessage-deflate parameters the server agreed to (if it was offered).
 pub struct Opened {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub leftover: BytesMut,
     pub deflate: Option<DeflateParams>,
 }
@@ -75,14 +87,16 @@ pub async fn open(target: &Target, index: usize, deflate: Option<&DeflateConfig>
         let n = 1 + (index / PER_SOURCE) as u8;
         socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)), 0))?;
     }
-    let mut stream = socket.connect(target.addr).await?;
+    let stream = socket.connect(target.addr).await?;
     stream.set_nodelay(true)?;
+    let mut stream = Stream::secure(stream, target.tls.as_ref()).await?;
     let key = (index as u128 ^ 0x5a5a_5a5a_1234_5678_9abc_def0_1357_9bdf).to_le_bytes();
     let mut handshake = ClientHandshake::new(target.host.clone(), target.path.clone(), key);
     if let Some(config) = deflate {
         handshake = handshake.deflate(config);
     }
     stream.write_all(&handshake.request()).await?;
+    stream.flush().await?;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         match handshake.read_response(&mut buf) {
@@ -129,7 +143,7 @@ impl Negotiated {
 /// permessage-deflate, and by `idle`): messages are compressed on send and
 /// inflated on receipt by the protocol core; bytes on the wire are counted.
 pub struct Session {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub conn: Connection,
     pub buf: BytesMut,
     /// Bytes read from / written to the socket after the 101.
@@ -175,7 +189,8 @@ impl Session {
             conn.advance_transmit(written);
             *wire_out += written as u64;
         }
-        Ok(())
+        // TLS holds what the socket did not take yet.
+        stream.flush().await
     }
 
     /// One read, bounded by `deadline`: `Ok(false)` if it passed first.

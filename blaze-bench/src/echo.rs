@@ -194,7 +194,7 @@ pub async fn run(p: EchoParams) -> Result<(), String> {
 
 #[allow(clippy::too_many_arguments)]
 async fn plain(
-    mut stream: tokio::net::TcpStream,
+    mut stream: crate::tls::Stream,
     mut buf: BytesMut,
     frames: Arc<Vec<Bytes>>,
     index: usize,
@@ -216,6 +216,7 @@ async fn plain(
     let now = Instant::now();
     sent_at.extend(std::iter::repeat_n(now, window));
     stream.write_all(&out).await?;
+    stream.flush().await?;
     stats.wire_out += out.len() as u64;
     stats.payload_out += (size * window) as u64;
     buf.reserve(64 * 1024);
@@ -253,6 +254,7 @@ async fn plain(
             sent_at.push_back(now);
         }
         stream.write_all(&out).await?;
+        stream.flush().await?;
         stats.wire_out += out.len() as u64;
         stats.payload_out += done * size as u64;
         if buf.capacity() - buf.len() < 16 * 1024 {

@@ -106,7 +106,7 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
     // The publisher reads its own copies too (the sender is a subscriber).
     // With deflate, one client core compresses what it sends and another
     // inflates what it reads: the two directions share no state.
-    let (mut reader, mut writer) = publisher.split();
+    let (mut reader, mut writer) = tokio::io::split(&mut publisher);
     let opcode = p.payload.opcode();
     let drain = async {
         let mut buf = leftover;
@@ -163,10 +163,12 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
             }
             if out.len() >= 64 * 1024 {
                 writer.write_all(&out).await?;
+                writer.flush().await?;
                 out.clear();
             }
         }
-        writer.write_all(&out).await
+        writer.write_all(&out).await?;
+        writer.flush().await
     };
     let (sent, ()) = tokio::join!(send, async {
         let _ = tokio::time::timeout(Duration::from_secs_f64(p.timeout_secs), drain).await;
@@ -248,7 +250,7 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
 
 #[allow(clippy::too_many_arguments)]
 async fn subscribe(
-    mut stream: tokio::net::TcpStream,
+    mut stream: crate::tls::Stream,
     mut buf: BytesMut,
     msgs: u64,
     size: usize,

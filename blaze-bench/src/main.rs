@@ -5,6 +5,8 @@
 //! blaze-bench fanout       --url ws://HOST:PORT/broadcast --subs N --msgs M --size BYTES [--timeout S] [--pid PID] [--also-url URL]
 //! blaze-bench idle         --url ws://HOST:PORT/path --conns N --hold SECS --pid PID [--messages K --size BYTES]
 //! blaze-bench connect-rate --url ws://HOST:PORT/path --concurrency C --secs D [--pid PID]
+//!
+//! Every URL may be `wss://` (`--ca FILE` trusts a private CA).
 //! ```
 //!
 //! `echo`, `fanout` and `idle` take `--deflate off|shared|dedicated` (offer
@@ -24,6 +26,7 @@ mod idle;
 mod payload;
 mod proc;
 mod report;
+mod tls;
 
 use args::Args;
 use conn::Target;
@@ -34,6 +37,7 @@ const USAGE: &str = "usage: blaze-bench <echo|fanout|idle|connect-rate> --url ws
                [--also-url ws://HOST2:PORT/broadcast: every other subscriber there, e.g. a second cluster node]
   idle         --conns N (10000) --hold SECS (5) --pid PID [--messages K (0) --size BYTES (256)]
   connect-rate --concurrency C (32) --secs D (5) [--pid PID]
+  all: --url wss://... [--ca FILE]: over TLS, trusting the PEM roots in FILE (Mozilla's without it)
   echo, fanout, idle: --deflate off|shared|dedicated (off): offer permessage-deflate (RFC 7692), fail if declined
                       --payload fill|json|random (fill; json with --deflate): message contents";
 
@@ -59,7 +63,8 @@ fn main() {
 }
 
 async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
-    let target = Target::parse(&args.required("url")?)?;
+    let ca: Option<String> = args.optional("ca")?;
+    let target = Target::parse(&args.required("url")?, ca.as_deref())?;
     let pid: Option<String> = args.optional("pid")?;
     let needed = |conns: usize| {
         if conns as u64 + 64 > fd_limit {
@@ -93,7 +98,7 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
         "fanout" => {
             let subs = args.get("subs", 1000)?;
             needed(subs);
-            let also = args.optional::<String>("also-url")?.map(|u| Target::parse(&u)).transpose()?;
+            let also = args.optional::<String>("also-url")?.map(|u| Target::parse(&u, ca.as_deref())).transpose()?;
             fanout::run(fanout::FanoutParams {
                 target,
                 also,

@@ -21,7 +21,8 @@ use crate::socket::{ConnInfo, ConnInner, ConnShared, WebSocket, WsStream};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The URL is not `ws://host[:port][/path]`.
+    /// The URL is not `ws://` or `wss://host[:port][/path]` (or `wss://`
+    /// without the `tls` feature).
     #[error("invalid WebSocket URL: {0}")]
     InvalidUrl(String),
     /// Connecting or the handshake's I/O failed.
@@ -33,26 +34,40 @@ pub enum ClientError {
     /// The handshake did not complete in time.
     #[error("handshake timed out")]
     Timeout,
+    /// The TLS handshake failed: the server's certificate is not trusted
+    /// or not valid for the host (`rustls::Error::InvalidCertificate`), or
+    /// the server refused us.
+    #[cfg(feature = "tls")]
+    #[error("TLS: {0}")]
+    Tls(rustls::Error),
 }
 
-/// A parsed `ws://` URL.
+/// A parsed `ws://` or `wss://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsUrl {
     /// `host:port`, as sent in the Host header and used to connect.
     pub authority: String,
     /// The host.
     pub host: String,
-    /// The port (80 if not given).
+    /// The port (80 for `ws://`, 443 for `wss://` if not given).
     pub port: u16,
     /// The path and query (`/chat?room=1`).
     pub path: String,
+    /// `wss://`: the connection runs over TLS.
+    pub secure: bool,
 }
 
 impl WsUrl {
-    /// Parses `ws://host[:port][/path][?query]`. `wss://` needs a TLS
-    /// transport: connect one yourself and use `connect_with`.
+    /// Parses `ws[s]://host[:port][/path][?query]`. The adapters connect
+    /// `wss://` over TLS with their `tls` feature; `connect_with` takes a
+    /// transport that is already secured.
     pub fn parse(url: &str) -> Result<WsUrl, ClientError> {
-        let rest = url.strip_prefix("ws://").ok_or_else(|| ClientError::InvalidUrl(url.to_owned()))?;
+        let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => return Err(ClientError::InvalidUrl(url.to_owned())),
+        };
+        let default_port = if secure { 443 } else { 80 };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -63,7 +78,7 @@ impl WsUrl {
         // literal (`[::1]`, `[::1]:9001`).
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !p.ends_with(']') => (h.to_owned(), p.parse().map_err(|_| invalid())?),
-            _ => (authority.to_owned(), 80),
+            _ => (authority.to_owned(), default_port),
         };
         if host.starts_with('[') != host.ends_with(']') {
             return Err(invalid());
@@ -71,7 +86,7 @@ impl WsUrl {
         if host.is_empty() {
             return Err(ClientError::InvalidUrl(url.to_owned()));
         }
-        Ok(WsUrl { authority: format!("{host}:{port}"), host, port, path })
+        Ok(WsUrl { authority: format!("{host}:{port}"), host, port, path, secure })
     }
 }
 
@@ -85,11 +100,22 @@ pub struct ClientOptions {
     /// Limits and heartbeats (the server defaults; `ping_interval` is off
     /// for clients by default, since servers ping).
     pub config: WsConfig,
+    /// The rustls configuration for `wss://`. Default `None`: Mozilla's
+    /// roots with hostname verification
+    /// ([`tls::default_client_config`](crate::tls::default_client_config)).
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientOptions {
     fn default() -> ClientOptions {
-        ClientOptions { protocols: Vec::new(), headers: Vec::new(), config: WsConfig::default().ping_interval(None) }
+        ClientOptions {
+            protocols: Vec::new(),
+            headers: Vec::new(),
+            config: WsConfig::default().ping_interval(None),
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
     }
 }
 
@@ -103,6 +129,14 @@ impl ClientOptions {
     /// Adds a request header.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Uses this rustls configuration for `wss://` (a private CA's roots:
+    /// [`tls::client_config_from_pem`](crate::tls::client_config_from_pem)).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
         self
     }
 
@@ -236,7 +270,10 @@ mod tests {
         assert_eq!(WsUrl::parse("ws://example.com").unwrap().path, "/");
         assert_eq!(WsUrl::parse("ws://h:1?x=1").unwrap().path, "/?x=1");
         assert!(WsUrl::parse("http://h/").is_err());
-        assert!(WsUrl::parse("wss://h/").is_err());
+        let wss = WsUrl::parse("wss://h/x").unwrap();
+        assert_eq!((wss.port, wss.secure, wss.authority.as_str()), (443, true, "h:443"));
+        assert!(!WsUrl::parse("ws://h/").unwrap().secure);
+        assert_eq!(WsUrl::parse("wss://h:8443").unwrap().port, 8443);
         assert!(WsUrl::parse("ws://h:notaport/").is_err());
         let v6 = WsUrl::parse("ws://[::1]/chat").unwrap();
         assert_eq!((v6.host.as_str(), v6.port, v6.authority.as_str()), ("[::1]", 80, "[::1]:80"));

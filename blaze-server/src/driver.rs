@@ -91,6 +91,9 @@ pub(crate) struct Driver<R: Runtime, T: Transport> {
     rate: Option<TokenBucket>,
     last_read: Instant,
     write_stalled_since: Option<Instant>,
+    /// A flush returned `Pending`: a TLS stream holds written bytes, so the
+    /// flush is retried on the next wake-up even with nothing new to write.
+    flush_pending: bool,
     closed_at: Option<Instant>,
     /// A rate limit tripped with the Close action on a stream-style
     /// connection: the close waits for the handler to take what it
@@ -168,6 +171,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             rate,
             last_read: now,
             write_stalled_since: None,
+            flush_pending: false,
             closed_at: None,
             deferred_close_at: None,
             phase: Phase::Opening,
@@ -500,8 +504,8 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                 }
             }
         }
-        if progress {
-            let _ = self.io.poll_flush(cx);
+        if progress || self.flush_pending {
+            self.flush_pending = self.io.poll_flush(cx).is_pending();
         }
         progress
     }

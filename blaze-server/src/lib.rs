@@ -40,6 +40,8 @@ mod socket;
 mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use async_admission::{Admission, AsyncGuard};
 pub use app::{App, Group, RouteRef, ShutdownHandle};
@@ -58,7 +60,7 @@ pub use outgoing::{IntoMessage, IntoPrepared, Json};
 pub use proxy::{Cidr, CidrParseError};
 pub use replies::{ErrorReplies, ErrorReplyFn};
 pub use request::{guard, Guard, HttpHandler, Request, Response};
-pub use runtime::{Accepted, BoxFuture, Listener, Runtime, Transport};
+pub use runtime::{Accepted, Acceptor, BoxFuture, Listener, Plain, Runtime, Transport};
 pub use socket::{ConnInfo, WebSocket, WsStream};
 
 pub use blaze_proto::deflate::{CompressionMode, DeflateConfig};

@@ -60,6 +60,32 @@ pub trait Listener: Send + 'static {
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<Self::Io>>>;
 }
 
+/// A step each accepted stream goes through before its HTTP request is
+/// read: the TLS handshake, for `wss://`.
+///
+/// The server runs it in the connection's own task, under the same
+/// `handshake_timeout` as the HTTP request that follows (one deadline for
+/// both), never in the accept loop: a client that opens TCP and never sends
+/// a ClientHello delays nobody else and is dropped at that deadline.
+pub trait Acceptor<T: Transport>: Send + Sync + 'static {
+    /// The stream the server speaks HTTP and WebSocket over afterwards.
+    type Io: Transport;
+    /// Performs the step on one accepted stream. An error drops the
+    /// connection (it is logged at debug level).
+    fn accept(&self, io: T) -> BoxFuture<io::Result<Self::Io>>;
+}
+
+/// No step: accepted streams are served as they are (plain `ws://`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain;
+
+impl<T: Transport> Acceptor<T> for Plain {
+    type Io = T;
+    fn accept(&self, io: T) -> BoxFuture<io::Result<T>> {
+        Box::pin(std::future::ready(Ok(io)))
+    }
+}
+
 /// Waits for `future` or `deadline`, whichever comes first; `None` on timeout.
 pub(crate) async fn timeout<R: Runtime, F: Future>(rt: &R, deadline: Instant, future: F) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);

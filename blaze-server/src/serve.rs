@@ -22,7 +22,7 @@ use crate::locals::Extensions;
 use crate::handler::panic_message;
 use crate::request::{Guard, Request, Response};
 use crate::admission::{read_or_shutdown, PhaseRead};
-use crate::runtime::{shutdown, timeout, write_all, Accepted, Listener, Runtime, Transport};
+use crate::runtime::{shutdown, timeout, write_all, Accepted, Acceptor, Listener, Plain, Runtime, Transport};
 use crate::socket::{ConnInfo, ConnInner, ConnShared, Spawner, WebSocket};
 
 /// Largest body a plain HTTP route accepts (413 above).
@@ -75,7 +75,20 @@ impl App {
     /// Serves connections from `listener` on runtime `rt` until
     /// [`App::shutdown`] is called, then drains gracefully. Runtime
     /// adapters call this; applications call the adapter's `serve`.
-    pub async fn serve_with<R: Runtime, L: Listener>(&self, rt: R, mut listener: L) -> std::io::Result<()> {
+    pub async fn serve_with<R: Runtime, L: Listener>(&self, rt: R, listener: L) -> std::io::Result<()> {
+        self.serve_with_acceptor(rt, listener, Plain).await
+    }
+
+    /// Like [`App::serve_with`], with every accepted stream first passed
+    /// through `acceptor` (a TLS handshake) in the connection's own task,
+    /// under `handshake_timeout`. Runtime adapters call this for `wss://`.
+    pub async fn serve_with_acceptor<R: Runtime, L: Listener, A: Acceptor<L::Io>>(
+        &self,
+        rt: R,
+        mut listener: L,
+        acceptor: A,
+    ) -> std::io::Result<()> {
+        let acceptor = Arc::new(acceptor);
         let tasks = Arc::new(TaskCount::default());
         crate::metrics::init();
         let spawner: Spawner = {
@@ -108,8 +121,9 @@ impl App {
                     let app = self.clone();
                     let task_rt = rt.clone();
                     let spawner = spawner.clone();
+                    let acceptor = acceptor.clone();
                     let span = connection_span(accepted.remote_addr);
-                    let task = handle_connection(app, task_rt, spawner, accepted, guard);
+                    let task = accept_and_handle(app, task_rt, spawner, accepted, guard, acceptor);
                     rt.spawn(Box::pin(tracing::Instrument::instrument(task, span)));
                 }
                 Some(Err(err)) => {
@@ -153,6 +167,34 @@ impl App {
     }
 }
 
+/// Runs the acceptor's step (the TLS handshake) and then the HTTP phase,
+/// both under one `handshake_timeout` deadline.
+async fn accept_and_handle<R: Runtime, T: Transport, A: Acceptor<T>>(
+    app: App,
+    rt: R,
+    spawner: Spawner,
+    accepted: Accepted<T>,
+    guard: TaskGuard,
+    acceptor: Arc<A>,
+) {
+    let started = rt.now();
+    let deadline = blaze_proto::deadline_after(started, app.current_config().handshake_timeout);
+    let Accepted { io, remote_addr, local_addr } = accepted;
+    let io = match timeout(&rt, deadline, acceptor.accept(io)).await {
+        Some(Ok(io)) => io,
+        Some(Err(err)) => {
+            tracing::debug!(remote = ?remote_addr, "connection setup failed: {err}");
+            return;
+        }
+        // Dropping the stream closes it: there is no HTTP to answer with yet.
+        None => {
+            tracing::debug!(remote = ?remote_addr, "connection setup timed out");
+            return;
+        }
+    };
+    handle_connection(app, rt, spawner, Accepted { io, remote_addr, local_addr }, guard, started).await
+}
+
 /// The HTTP phase of one connection. An upgraded connection continues in a
 /// task of its own (see [`upgrade`]); `guard` counts it until it ends.
 async fn handle_connection<R: Runtime, T: Transport>(
@@ -161,12 +203,13 @@ async fn handle_connection<R: Runtime, T: Transport>(
     spawner: Spawner,
     accepted: Accepted<T>,
     guard: TaskGuard,
+    started: std::time::Instant,
 ) {
     let Accepted { io, remote_addr, local_addr } = accepted;
     let ctx = Ctx { remote_addr, local_addr };
     let mut next = Some(HttpConn { io, buf: BytesMut::with_capacity(1024), served: 0, guard });
     while let Some(conn) = next.take() {
-        handle_request(app.clone(), rt.clone(), spawner.clone(), conn, ctx, &mut next).await;
+        handle_request(app.clone(), rt.clone(), spawner.clone(), conn, ctx, started, &mut next).await;
     }
 }
 
@@ -178,6 +221,7 @@ async fn handle_request<R: Runtime, T: Transport>(
     spawner: Spawner,
     conn: HttpConn<T>,
     ctx: Ctx,
+    started: std::time::Instant,
     next: &mut Option<HttpConn<T>>,
 ) {
     let HttpConn { mut io, mut buf, served, guard } = conn;
@@ -186,7 +230,9 @@ async fn handle_request<R: Runtime, T: Transport>(
     if served > 0 && !keep_alive::wait_for_request(&rt, &mut io, &mut buf, idle, &app.inner.shutdown).await {
         return;
     }
-    let reader = RequestReader::new(config.handshake_limits(), rt.now());
+    // The first request's deadline counts from accept (a TLS handshake
+    // shares it); a kept-alive connection's next one from its first byte.
+    let reader = RequestReader::new(config.handshake_limits(), if served == 0 { started } else { rt.now() });
     let mut request = loop {
         match reader.read(&mut buf) {
             Ok(Some(request)) => break request,

@@ -20,6 +20,8 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod guide;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod tokio_rt;
 
 #[cfg(feature = "axum")]
@@ -30,6 +32,8 @@ pub mod hyper;
 use std::future::Future;
 use std::io;
 use std::ops::Deref;
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use blaze_server::*;
@@ -68,6 +72,33 @@ impl App {
     /// Binds `addr` and serves until Ctrl-C or [`blaze_server::App::shutdown`],
     /// then shuts down gracefully.
     pub async fn listen(&self, addr: impl tokio::net::ToSocketAddrs) -> io::Result<()> {
+        self.listen_accepting(addr, Plain).await
+    }
+
+    /// Binds `addr` and serves `wss://` (and HTTPS routes) with `tls` until
+    /// Ctrl-C or shutdown, as [`App::listen`] does. Each connection's TLS
+    /// handshake runs in its own task under `handshake_timeout`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let app = blaze_tokio::App::new();
+    /// let tls = blaze_tokio::tls::TlsConfig::from_pem_files("cert.pem", "key.pem")?;
+    /// app.listen_tls("0.0.0.0:443", tls).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub async fn listen_tls(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs,
+        tls: impl Into<tls::TlsAcceptor>,
+    ) -> io::Result<()> {
+        self.listen_accepting(addr, tls.into()).await
+    }
+
+    async fn listen_accepting<C>(&self, addr: impl tokio::net::ToSocketAddrs, acceptor: C) -> io::Result<()>
+    where
+        C: Acceptor<TokioIo<tokio::net::TcpStream>>,
+    {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!("listening on {}", listener.local_addr()?);
         let shutdown = self.shutdown_handle();
@@ -76,18 +107,35 @@ impl App {
                 shutdown.shutdown();
             }
         });
-        let result = self.serve(listener).await;
+        let result = self.serve_accepting(listener, acceptor).await;
         ctrl_c.abort();
         result
     }
 
     /// Serves connections from any [`Accept`]or (a bound
-    /// `tokio::net::TcpListener`, a Unix listener, a TLS or turmoil wrapper)
+    /// `tokio::net::TcpListener`, a Unix listener, a turmoil wrapper)
     /// until shutdown. Background tasks from [`App::spawn`] still running
     /// once the connections have drained are stopped, and `serve` returns
     /// after they are dropped.
     pub async fn serve<A: Accept>(&self, listener: A) -> io::Result<()> {
-        self.app.serve_with(TokioRuntime, ChannelListener::spawn(listener)).await
+        self.serve_accepting(listener, Plain).await
+    }
+
+    /// Serves `wss://` from any [`Accept`]or until shutdown: each accepted
+    /// stream's TLS handshake (a [`tls::TlsConfig`] or your own
+    /// `tokio_rustls::TlsAcceptor`) runs in the connection's own task
+    /// under `handshake_timeout`, never in the accept loop.
+    #[cfg(feature = "tls")]
+    pub async fn serve_tls<A: Accept>(&self, listener: A, tls: impl Into<tls::TlsAcceptor>) -> io::Result<()> {
+        self.serve_accepting(listener, tls.into()).await
+    }
+
+    async fn serve_accepting<A: Accept, C: Acceptor<TokioIo<A::Stream>>>(
+        &self,
+        listener: A,
+        acceptor: C,
+    ) -> io::Result<()> {
+        self.app.serve_with_acceptor(TokioRuntime, ChannelListener::spawn(listener), acceptor).await
     }
 
     /// Runs a background task for the life of the server (a price ticker, a
@@ -129,7 +177,9 @@ pub async fn delay(duration: Duration) {
     tokio::time::sleep(duration).await;
 }
 
-/// Connects to a WebSocket server at a `ws://` URL.
+/// Connects to a WebSocket server at a `ws://` URL, or `wss://` with the
+/// `tls` feature (Mozilla's roots, hostname verified; see
+/// [`ClientOptions::tls`] for others).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), blaze_tokio::ClientError> {
@@ -147,5 +197,18 @@ pub async fn connect_with_options(url: &str, options: ClientOptions) -> Result<W
     let url = WsUrl::parse(url)?;
     let stream = tokio::net::TcpStream::connect((url.host.trim_matches(['[', ']']), url.port)).await?;
     let _ = stream.set_nodelay(true);
+    if url.secure {
+        #[cfg(feature = "tls")]
+        return tls::connect(stream, &url, options).await;
+        #[cfg(not(feature = "tls"))]
+        return Err(ClientError::InvalidUrl(format!("{} needs the `tls` feature of blaze-tokio", url.authority)));
+    }
     blaze_server::connect_with(TokioRuntime, TokioIo(stream), &url, options).await
+}
+
+/// Connects to a `wss://` URL trusting the roots in `config` (a private
+/// or test CA: [`tls::client_config_from_pem`]).
+#[cfg(feature = "tls")]
+pub async fn connect_tls(url: &str, config: Arc<tls::rustls::ClientConfig>) -> Result<WsStream, ClientError> {
+    connect_with_options(url, ClientOptions::default().tls(config)).await
 }

@@ -55,8 +55,9 @@ where
 }
 
 /// A source of tokio connections that [`crate::App::serve`] accepts from:
-/// TCP and Unix listeners, and your own wrapper around a TLS acceptor or
-/// turmoil's simulated listener.
+/// TCP and Unix listeners, and your own wrapper (turmoil's simulated
+/// listener). For TLS use `App::serve_tls` (feature `tls`): a handshake
+/// inside `accept` would hold every connection behind a slow one.
 pub trait Accept: Send + 'static {
     /// The accepted stream.
     type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;

@@ -290,7 +290,7 @@ impl TestServer {
         remote_addr: SocketAddr,
     ) -> Result<TestClient, ClientError> {
         let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
-        let url = WsUrl { authority: "localhost:80".into(), host: "localhost".into(), port: 80, path };
+        let url = WsUrl { authority: "localhost:80".into(), host: "localhost".into(), port: 80, path, secure: false };
         let (client, server) = pipe(self.env.pipe_capacity.load(Ordering::SeqCst));
         let link = client.link();
         self.accept(server, remote_addr);

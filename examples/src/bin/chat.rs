@@ -1,7 +1,9 @@
 //! A chat room with its own web page: open http://127.0.0.1:8080 in two
 //! browser tabs and talk.
 //!
-//! `cargo run -p blaze-examples --bin chat` (`--addr HOST:PORT` to move it)
+//! `cargo run -p blaze-examples --bin chat` (`--addr HOST:PORT` to move it;
+//! `--tls-cert FILE --tls-key FILE`, built with `--features tls`, serves
+//! the page over https and the chat over wss)
 //!
 //! `--redis redis://HOST:PORT` joins a cluster: run two chat servers on two
 //! ports with the same Redis and a tab on each shares one room (the
@@ -112,6 +114,7 @@ async fn main() -> std::io::Result<()> {
                 }
             }),
     );
-    println!("chat on http://{addr}");
-    app.listen(addr).await
+    let tls = blaze_examples::tls_from_args();
+    println!("chat on {}://{addr}", if tls.is_some() { "https" } else { "http" });
+    blaze_examples::listen_tokio(&app, &addr, tls).await
 }

@@ -10,16 +10,15 @@
 //! Built with `--features metrics` it installs a Prometheus recorder
 //! (not served), so a profile shows what the metrics cost per message.
 //!
+//! `--tls-cert FILE --tls-key FILE` (PEM; built with `--features tls`)
+//! serves the same contract over `wss://`.
+//!
 //! `--deflate` accepts permessage-deflate (level 6, every message
 //! compressed: threshold 0); without it offers are declined, so the plain
 //! comparisons are unchanged.
 
+use blaze_examples::{arg, listen_async_std, listen_tokio, scheme, tls_from_args};
 use blaze_server::{App, Callbacks, CompressionMode, WsConfig};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
 
 /// The routes, built once for either runtime.
 fn app() -> App {
@@ -69,7 +68,8 @@ fn main() -> std::io::Result<()> {
     // what counting costs per message (nothing scrapes it).
     #[cfg(feature = "metrics")]
     let _metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().map_err(std::io::Error::other)?;
-    println!("echo server on ws://{addr} ({runtime})");
+    let tls = tls_from_args();
+    println!("echo server on {}://{addr} ({runtime})", scheme(&tls));
     match runtime.as_str() {
         "tokio" => {
             // One worker: the benchmarks pin each server to one core.
@@ -82,7 +82,7 @@ fn main() -> std::io::Result<()> {
                     println!("clustered through {url} as node {:016x}", backplane.node_id());
                     app.cluster(backplane);
                 }
-                app.listen(addr).await
+                listen_tokio(&app, &addr, tls).await
             })
         }
         "async-std" => {
@@ -93,7 +93,7 @@ fn main() -> std::io::Result<()> {
             if std::env::var_os("ASYNC_STD_THREAD_COUNT").is_none() {
                 std::env::set_var("ASYNC_STD_THREAD_COUNT", "1");
             }
-            async_std::task::block_on(blaze_async_std::App::from(app()).listen(addr))
+            async_std::task::block_on(listen_async_std(&blaze_async_std::App::from(app()), &addr, tls))
         }
         other => {
             eprintln!("unknown runtime {other:?}: use tokio or async-std");

@@ -127,14 +127,15 @@ export async function startConformance() {
 /**
  * A workspace binary (chat, echo) that takes `--addr HOST:PORT` and cannot
  * bind port 0: pick a free port, and retry with another if it was taken.
+ * `args` are passed on (`--tls-cert FILE --tls-key FILE`: use `wss`/`https`).
  */
-export async function startBin(name, ready, extraArgs = []) {
+export async function startBin(name, ready, args = []) {
   let lastError;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
     let server;
     try {
-      server = await launch(binary('bin', name), ['--addr', `${HOST}:${port}`, ...extraArgs], ready);
+      server = await launch(binary('bin', name), ['--addr', `${HOST}:${port}`, ...args], ready);
       // chat prints its line before binding: wait until it accepts.
       await Promise.race([
         waitForPort(port),
@@ -142,7 +143,14 @@ export async function startBin(name, ready, extraArgs = []) {
           throw new Error(`${name} exited (code ${code}) before listening`);
         }),
       ]);
-      return { ...server, port, ws: `ws://${HOST}:${port}`, http: `http://${HOST}:${port}` };
+      return {
+        ...server,
+        port,
+        ws: `ws://${HOST}:${port}`,
+        http: `http://${HOST}:${port}`,
+        wss: `wss://localhost:${port}`,
+        https: `https://localhost:${port}`,
+      };
     } catch (err) {
       lastError = err;
       if (server) await server.stop();
