@@ -318,6 +318,9 @@ impl App {
 
     /// Starts a graceful shutdown: stop accepting, close every client with
     /// 1001, wait up to the drain timeout for their `on_close`, return from
+    /// `serve`. A request still in its HTTP phase (arriving, or judged by
+    /// guards) is answered 503; a handshake that completes during the drain
+    /// is closed with 1001 right after its 101. No connection outlives
     /// `serve`.
     pub fn shutdown(&self) {
         self.inner.shutdown.trigger();

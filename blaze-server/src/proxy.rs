@@ -193,6 +193,13 @@ mod tests {
     }
 
     #[test]
+    fn no_peer_address_means_no_forwarded_client() {
+        // A Unix socket: nobody to trust, so the headers are not believed.
+        let r = req(&[("x-forwarded-for", "203.0.113.1")]);
+        assert_eq!(client_addr(None, &r, &cidrs(&["0.0.0.0/0", "::/0"])), None);
+    }
+
+    #[test]
     fn mapped_addresses_match_ipv4_blocks() {
         let block: Cidr = "127.0.0.0/8".parse().unwrap();
         assert!(block.contains("::ffff:127.0.0.1".parse().unwrap()));

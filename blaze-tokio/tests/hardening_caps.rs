@@ -408,7 +408,7 @@ async fn plain_routes_see_the_forwarded_client_only_from_trusted_proxies() {
         let config = WsConfig::default();
         app.config(if trusted { config.trusted_proxies(["127.0.0.1".parse().unwrap()]) } else { config });
         app.get("/ip", |req| {
-            blaze_tokio::Response::text(200, &req.remote_addr.map(|a| a.ip().to_string()).unwrap_or_default())
+            blaze_tokio::Response::text(200, req.remote_addr.map(|a| a.ip().to_string()).unwrap_or_default())
         });
         let (addr, server) = serve(&app).await;
         let (_, response) =

@@ -30,6 +30,7 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
 fn set_soft_limit(soft: u64) -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `limit` is a valid, writable rlimit.
