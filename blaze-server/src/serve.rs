@@ -315,7 +315,12 @@ async fn upgrade<R: Runtime, T: Transport>(
     let driver = Driver::new(rt.clone(), io, WebSocket { shared }, handler.clone(), limits, leftover, Some(release));
     // A task of its own: the handshake's state (request, route, config)
     // is freed now instead of living as long as the connection.
-    rt.spawn(Box::pin(tracing::Instrument::instrument(driver, span)));
+    if span.is_disabled() {
+        // Filtered out: the driver unwrapped, so its polls pay nothing.
+        rt.spawn(Box::pin(driver));
+    } else {
+        rt.spawn(Box::pin(tracing::Instrument::instrument(driver, span)));
+    }
 }
 
 /// The span every log line of one connection is in: its remote address
