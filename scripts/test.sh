@@ -37,6 +37,8 @@ step "cargo test --workspace" timeout --kill-after=30 2400 cargo test --workspac
 # nothing there); its example is scraped over HTTP here.
 step "metrics feature: the Prometheus example scraped after real traffic" \
     timeout --kill-after=30 900 cargo test -p blaze-examples --features metrics --test metrics_endpoint
+step "metrics feature: rate-limit, backpressure and close-cause counters" \
+    timeout --kill-after=30 900 cargo test -p blaze-tokio --features metrics --test metrics_counters
 
 step "fuzz crate tests and seed replay" bash scripts/fuzz-tests.sh
 

@@ -54,8 +54,7 @@ pub(crate) fn requested(request: &HttpRequest) -> bool {
 pub(crate) fn keeps(requested: bool, response: &Response) -> bool {
     requested
         && !response.headers.iter().any(|(name, value)| {
-            name.eq_ignore_ascii_case("connection")
-                && value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
+            name.eq_ignore_ascii_case("connection") && value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
         })
 }
 
