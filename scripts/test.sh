@@ -51,6 +51,8 @@ step "blaze-redis over TLS" timeout --kill-after=30 900 cargo test -p blaze-redi
 step "cargo test --features tls (wss)" timeout --kill-after=30 1200 bash -c \
     'cargo test -p blaze-tokio -p blaze-async-std --features tls --test tls \
      && cargo test -p blaze-server -p blaze-tokio -p blaze-async-std --features tls --doc'
+step "metrics feature: rate-limit, backpressure and close-cause counters" \
+    timeout --kill-after=30 900 cargo test -p blaze-tokio --features metrics --test metrics_counters
 
 step "fuzz crate tests and seed replay" bash scripts/fuzz-tests.sh
 

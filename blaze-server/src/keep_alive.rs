@@ -54,8 +54,7 @@ pub(crate) fn requested(request: &HttpRequest) -> bool {
 pub(crate) fn keeps(requested: bool, response: &Response) -> bool {
     requested
         && !response.headers.iter().any(|(name, value)| {
-            name.eq_ignore_ascii_case("connection")
-                && value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
+            name.eq_ignore_ascii_case("connection") && value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
         })
 }
 
@@ -78,7 +77,9 @@ pub(crate) async fn wait_for_request<R: Runtime, T: Transport>(
         return true;
     }
     let deadline = blaze_proto::deadline_after(rt.now(), idle);
-    buf.reserve(1024);
+    // A fresh small buffer: the last request's (grown by a large body)
+    // is not kept while the connection idles.
+    *buf = BytesMut::with_capacity(1024);
     let mut read = std::pin::pin!(timeout(rt, deadline, read_buf(io, buf)));
     let mut stop = std::pin::pin!(shutdown.wait());
     poll_fn(|cx| {

@@ -89,7 +89,11 @@ mod enabled {
         use metrics::{describe_counter, describe_gauge, describe_histogram};
         describe_gauge!("blaze_connections_open", Unit::Count, "Upgraded WebSocket connections alive now.");
         describe_counter!("blaze_connections_opened_total", Unit::Count, "WebSocket upgrades completed.");
-        describe_counter!("blaze_http_responses_total", Unit::Count, "Responses of the HTTP phase by status (101: upgraded).");
+        describe_counter!(
+            "blaze_http_responses_total",
+            Unit::Count,
+            "Responses of the HTTP phase by status (101: upgraded)."
+        );
         describe_counter!("blaze_connections_closed_total", Unit::Count, "Connections ended, by close code and cause.");
         describe_counter!("blaze_messages_received_total", Unit::Count, "Messages received.");
         describe_counter!("blaze_messages_sent_total", Unit::Count, "Messages queued for sending.");

@@ -324,6 +324,7 @@ async fn upgrade<R: Runtime, T: Transport>(
     guard: TaskGuard,
     deadline: std::time::Instant,
 ) {
+    let epoch = app.inner.shutdown.epoch();
     if !route.async_guards.is_empty() && !crate::async_admission::is_upgrade(&request) {
         // A plain request to the route: its async guards may answer it
         // (a page); if they accept, it is still not an upgrade (426).
@@ -353,8 +354,18 @@ async fn upgrade<R: Runtime, T: Transport>(
         Ok(handshake) => handshake,
         Err(response) => return respond_and_close(&rt, &mut io, response).await,
     };
-    // Dropping the handshake on a failed write gives its admission back.
-    if write_all(&mut io, &handshake.response.to_bytes()).await.is_err() {
+    // Dropping the handshake on a failed (or, past the handshake deadline,
+    // unfinished) write gives its admission back.
+    let response = handshake.response.to_bytes();
+    if !matches!(timeout(&rt, deadline, write_all(&mut io, &response)).await, Some(Ok(()))) {
+        return;
+    }
+    let shutdown = &app.inner.shutdown;
+    if shutdown.fired_since(epoch) && !shutdown.is_triggered() {
+        // A whole shutdown began and ended while the 101 was being written
+        // (serve has returned): nothing may register on a server that no
+        // longer serves, so the client gets the 101 and then EOF.
+        tracing::debug!("upgrade completed after the server stopped: dropped");
         return;
     }
     handshake.start(rt, spawner, io, leftover, guard, tracing::Span::current());
@@ -506,7 +517,6 @@ impl Judged {
 }
 
 impl Handshake {
-
     /// After the response went out: registers the connection and runs its
     /// driver over `io` in a task of its own (`leftover`: bytes read past
     /// the request). `task` counts it until it ends; `span` (see
@@ -564,7 +574,12 @@ impl Handshake {
         let driver = Driver::new(rt.clone(), io, ws.clone(), handler, limits, leftover, Some(release));
         // A task of its own: the handshake's state (request, route, config)
         // is freed now instead of living as long as the connection.
-        rt.spawn(Box::pin(tracing::Instrument::instrument(driver, span)));
+        if span.is_disabled() {
+            // Filtered out: the driver unwrapped, so its polls pay nothing.
+            rt.spawn(Box::pin(driver));
+        } else {
+            rt.spawn(Box::pin(tracing::Instrument::instrument(driver, span)));
+        }
         ws
     }
 }

@@ -77,6 +77,17 @@ impl Shutdown {
         async move { shutdown.wait_since(epoch).await }
     }
 
+    /// How many times the signal has fired so far.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Whether it has fired since [`Shutdown::epoch`] returned `epoch`
+    /// (even if re-armed since: a serve that ended meanwhile).
+    pub(crate) fn fired_since(&self, epoch: u64) -> bool {
+        self.epoch() != epoch
+    }
+
     /// Re-arms the signal so the app can be served again.
     pub(crate) fn reset(&self) {
         self.triggered.store(false, Ordering::SeqCst);

@@ -70,7 +70,8 @@ async fn a_connections_log_lines_carry_its_id_route_and_address() {
     let remote = format!("remote=127.0.0.1:{local_port}");
     let lines = log.clone();
     assert!(
-        eventually(Duration::from_secs(10), || lines.lines().iter().any(|l| l.contains("handler saw marker-one"))).await,
+        eventually(Duration::from_secs(10), || lines.lines().iter().any(|l| l.contains("handler saw marker-one")))
+            .await,
         "the handler's line was not logged: {:#?}",
         log.lines()
     );
@@ -83,6 +84,7 @@ async fn a_connections_log_lines_carry_its_id_route_and_address() {
     let open_line = all.iter().find(|l| l.contains("connection open")).expect("the open line");
     assert!(open_line.contains(&format!("conn{{{remote} id=1 route=/rooms/:room}}")), "{open_line}");
     // The 404 came before any id: its line carries the address only.
-    let rejected = all.iter().find(|l| l.contains("request rejected") && l.contains("status=404")).expect("the 404 line");
+    let rejected =
+        all.iter().find(|l| l.contains("request rejected") && l.contains("status=404")).expect("the 404 line");
     assert!(rejected.contains("conn{remote=127.0.0.1:"), "{rejected}");
 }

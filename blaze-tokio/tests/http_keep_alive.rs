@@ -42,7 +42,8 @@ fn get(path: &str) -> String {
 fn response(reader: &mut BufReader<TcpStream>) -> (u16, String, String) {
     let mut status_line = String::new();
     reader.read_line(&mut status_line).unwrap();
-    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{status_line:?}"));
+    let status =
+        status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{status_line:?}"));
     let (mut connection, mut length) = (String::new(), 0);
     loop {
         let mut line = String::new();

@@ -106,7 +106,10 @@ fn websocket_traffic_moves_the_prometheus_counters() {
 
     // Rejected handshakes: an unknown path, and an upgrade without a key.
     let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n";
-    let not_found = raw(port, &format!("GET /nowhere HTTP/1.1\r\nHost: x\r\n{upgrade}Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"));
+    let not_found = raw(
+        port,
+        &format!("GET /nowhere HTTP/1.1\r\nHost: x\r\n{upgrade}Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"),
+    );
     assert!(not_found.starts_with("HTTP/1.1 404"), "{not_found}");
     let bad = raw(port, &format!("GET /echo HTTP/1.1\r\nHost: x\r\n{upgrade}\r\n"));
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");

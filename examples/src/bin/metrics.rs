@@ -26,9 +26,7 @@ async fn main() -> std::io::Result<()> {
         .map_err(std::io::Error::other)?;
     let app = App::new();
     let handle = prometheus.clone();
-    app.get("/metrics", move |_req| {
-        Response::with_body(200, "text/plain; version=0.0.4", handle.render())
-    });
+    app.get("/metrics", move |_req| Response::with_body(200, "text/plain; version=0.0.4", handle.render()));
     app.ws(
         "/echo",
         Callbacks::new()
