@@ -125,7 +125,7 @@ pub async fn delay(duration: Duration) {
 
 /// Connects to a WebSocket server at a `ws://` URL, or `wss://` with the
 /// `tls` feature (Mozilla's roots, hostname verified; see
-/// [`ClientOptions::tls`] for others).
+/// `ClientOptions::tls`, feature `tls`, for others).
 pub async fn connect(url: &str) -> Result<WsStream, ClientError> {
     connect_with_options(url, ClientOptions::default()).await
 }

@@ -1,7 +1,7 @@
 //! Blaze routes in a hyper 1 server (feature `hyper`).
 //!
 //! Your hyper service hands a WebSocket request to [`upgrade`]; Blaze
-//! decides it with its own handshake ([`App::accept_mounted`]: the route's
+//! decides it with its own handshake ([`blaze_server::App::accept_mounted`]: the route's
 //! guards, origin check, subprotocols, compression and limits) and
 //! answers 101, or for an HTTP/2 extended CONNECT (RFC 8441, served by
 //! `hyper::server::conn::http2::Builder` with `enable_connect_protocol()`)

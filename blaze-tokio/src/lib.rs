@@ -179,7 +179,7 @@ pub async fn delay(duration: Duration) {
 
 /// Connects to a WebSocket server at a `ws://` URL, or `wss://` with the
 /// `tls` feature (Mozilla's roots, hostname verified; see
-/// [`ClientOptions::tls`] for others).
+/// `ClientOptions::tls`, feature `tls`, for others).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), blaze_tokio::ClientError> {
