@@ -8,6 +8,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -75,58 +76,48 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// Forwards every method to the shared handler, so one value can serve a
-/// route and be kept by HTTP routes, tasks and tests:
-/// `app.ws("/chat", chat.clone())` with `chat: Arc<Chat>`.
-impl<H: Handler + ?Sized> Handler for std::sync::Arc<H> {
-    fn on_open(&self, ws: &WebSocket) {
-        (**self).on_open(ws)
-    }
-    fn on_message(&self, ws: &WebSocket, text: Utf8Bytes) {
-        (**self).on_message(ws, text)
-    }
-    fn on_binary(&self, ws: &WebSocket, data: Bytes) {
-        (**self).on_binary(ws, data)
-    }
-    fn on_close(&self, ws: &WebSocket, code: u16, reason: &str) {
-        (**self).on_close(ws, code, reason)
-    }
-    fn on_error(&self, ws: &WebSocket, error: &WsError) {
-        (**self).on_error(ws, error)
-    }
-    fn on_ping(&self, ws: &WebSocket, payload: Bytes) {
-        (**self).on_ping(ws, payload)
-    }
-    fn on_pong(&self, ws: &WebSocket, payload: Bytes) {
-        (**self).on_pong(ws, payload)
-    }
+/// Implements [`Handler`] for a smart pointer by forwarding every method
+/// to the handler it points to.
+macro_rules! forward_handler {
+    ($(#[$doc:meta])* $pointer:ident) => {
+        $(#[$doc])*
+        impl<H: Handler + ?Sized> Handler for $pointer<H> {
+            fn on_open(&self, ws: &WebSocket) {
+                (**self).on_open(ws)
+            }
+            fn on_message(&self, ws: &WebSocket, text: Utf8Bytes) {
+                (**self).on_message(ws, text)
+            }
+            fn on_binary(&self, ws: &WebSocket, data: Bytes) {
+                (**self).on_binary(ws, data)
+            }
+            fn on_close(&self, ws: &WebSocket, code: u16, reason: &str) {
+                (**self).on_close(ws, code, reason)
+            }
+            fn on_error(&self, ws: &WebSocket, error: &WsError) {
+                (**self).on_error(ws, error)
+            }
+            fn on_ping(&self, ws: &WebSocket, payload: Bytes) {
+                (**self).on_ping(ws, payload)
+            }
+            fn on_pong(&self, ws: &WebSocket, payload: Bytes) {
+                (**self).on_pong(ws, payload)
+            }
+        }
+    };
 }
 
-/// Forwards every method to the boxed handler (`Box<dyn Handler>` chosen
-/// at run time).
-impl<H: Handler + ?Sized> Handler for Box<H> {
-    fn on_open(&self, ws: &WebSocket) {
-        (**self).on_open(ws)
-    }
-    fn on_message(&self, ws: &WebSocket, text: Utf8Bytes) {
-        (**self).on_message(ws, text)
-    }
-    fn on_binary(&self, ws: &WebSocket, data: Bytes) {
-        (**self).on_binary(ws, data)
-    }
-    fn on_close(&self, ws: &WebSocket, code: u16, reason: &str) {
-        (**self).on_close(ws, code, reason)
-    }
-    fn on_error(&self, ws: &WebSocket, error: &WsError) {
-        (**self).on_error(ws, error)
-    }
-    fn on_ping(&self, ws: &WebSocket, payload: Bytes) {
-        (**self).on_ping(ws, payload)
-    }
-    fn on_pong(&self, ws: &WebSocket, payload: Bytes) {
-        (**self).on_pong(ws, payload)
-    }
-}
+forward_handler!(
+    /// Forwards every method to the shared handler, so one value can serve a
+    /// route and be kept by HTTP routes, tasks and tests:
+    /// `app.ws("/chat", chat.clone())` with `chat: Arc<Chat>`.
+    Arc
+);
+forward_handler!(
+    /// Forwards every method to the boxed handler (`Box<dyn Handler>` chosen
+    /// at run time).
+    Box
+);
 
 type OpenFn = Box<dyn Fn(&WebSocket) + Send + Sync>;
 /// Text callbacks report bad JSON (from `on_json`) back to `on_error`.

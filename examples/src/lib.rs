@@ -6,6 +6,8 @@
 
 use std::io;
 
+pub mod chat_room;
+
 /// The value after `--name` on the command line.
 pub fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();

@@ -20,58 +20,13 @@ use std::net::SocketAddr;
 use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
-use blaze_tokio::{App, Callbacks, Json as BlazeJson, WebSocket, WsConfig};
-use serde::{Deserialize, Serialize};
+use blaze_examples::chat_room::{self, PAGE};
+use blaze_tokio::App;
 
-const PAGE: &str = include_str!("../../static/chat.html");
-
-#[derive(Deserialize)]
-struct Incoming {
-    name: String,
-    text: String,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum Outgoing<'a> {
-    Message { name: &'a str, text: &'a str },
-    Join { name: &'a str, online: usize },
-    Leave { name: &'a str, online: usize },
-}
-
-#[derive(Clone)]
-struct Name(String);
-
-fn name_of(ws: &WebSocket) -> Option<String> {
-    ws.local::<Name>().map(|n| n.0)
-}
-
-/// The Blaze side: the chat route, with compression and the default limits.
+/// The Blaze side: the chat room of the `chat` example.
 fn chat_app() -> App {
     let app = App::new();
-    let online = app.clone();
-    let leaving = app.clone();
-    app.ws_with_config(
-        "/chat",
-        WsConfig::default().enable_compression(true),
-        Callbacks::new()
-            .on_json(move |ws, msg: Incoming| {
-                if name_of(ws).is_none() {
-                    let name: String = msg.name.chars().take(32).collect();
-                    ws.set_local(Name(name.clone()));
-                    let _ = ws
-                        .broadcast(BlazeJson(Outgoing::Join { name: &name, online: online.connection_count("/chat") }));
-                }
-                let name = name_of(ws).unwrap_or_default();
-                let _ = ws.broadcast(BlazeJson(Outgoing::Message { name: &name, text: &msg.text }));
-            })
-            .on_close(move |ws, _code, _reason| {
-                if let Some(name) = name_of(ws) {
-                    let online = leaving.connection_count("/chat");
-                    let _ = leaving.broadcast("/chat", BlazeJson(Outgoing::Leave { name: &name, online }));
-                }
-            }),
-    );
+    chat_room::route(&app);
     app
 }
 

@@ -21,32 +21,8 @@
 //! room, and no connection keeps a compressor. `GET /stats` shows how many
 //! compressions the broadcasts made.
 
-use blaze_tokio::{App, Callbacks, Json, Response, WebSocket, WsConfig};
-use serde::{Deserialize, Serialize};
-
-const PAGE: &str = include_str!("../../static/chat.html");
-
-#[derive(Deserialize)]
-struct Incoming {
-    name: String,
-    text: String,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum Outgoing<'a> {
-    Message { name: &'a str, text: &'a str },
-    Join { name: &'a str, online: usize },
-    Leave { name: &'a str, online: usize },
-}
-
-/// The display name a connection chose, kept as typed per-connection state.
-#[derive(Clone)]
-struct Name(String);
-
-fn name_of(ws: &WebSocket) -> Option<String> {
-    ws.local::<Name>().map(|n| n.0)
-}
+use blaze_examples::chat_room::PAGE;
+use blaze_tokio::{App, Response};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -60,8 +36,6 @@ async fn main() -> std::io::Result<()> {
         app.cluster(backplane);
     }
     app.get("/", |_req| Response::with_body(200, "text/html; charset=utf-8", PAGE));
-    let online = app.clone();
-    let leaving = app.clone();
     let stats = app.clone();
     app.get("/stats", move |_req| {
         let body = serde_json::json!({
@@ -72,48 +46,7 @@ async fn main() -> std::io::Result<()> {
         });
         Response::with_body(200, "application/json", body.to_string())
     });
-    app.ws_with_config(
-        "/chat",
-        WsConfig::default().enable_compression(true),
-        Callbacks::new()
-            .on_json(move |ws, msg: Incoming| {
-                let name: String = msg.name.chars().take(32).collect();
-                if name_of(ws).is_none() {
-                    ws.set_local(Name(name.clone()));
-                    if online.is_clustered() {
-                        // The cluster-wide count is a Redis query: answer
-                        // from a task, the notice and first message in order.
-                        let app = online.clone();
-                        tokio::spawn(async move {
-                            let count = app.cluster_connection_count("/chat").await;
-                            let online = count.unwrap_or_else(|_| app.connection_count("/chat"));
-                            let _ = app.broadcast("/chat", Json(Outgoing::Join { name: &name, online }));
-                            let _ = app.broadcast("/chat", Json(Outgoing::Message { name: &name, text: &msg.text }));
-                        });
-                        return;
-                    }
-                    let online = online.connection_count("/chat");
-                    let _ = ws.broadcast(Json(Outgoing::Join { name: &name, online }));
-                }
-                let name = name_of(ws).unwrap_or(name);
-                let _ = ws.broadcast(Json(Outgoing::Message { name: &name, text: &msg.text }));
-            })
-            .on_close(move |ws, _code, _reason| {
-                if let Some(name) = name_of(ws) {
-                    if leaving.is_clustered() {
-                        let app = leaving.clone();
-                        tokio::spawn(async move {
-                            let count = app.cluster_connection_count("/chat").await;
-                            let online = count.unwrap_or_else(|_| app.connection_count("/chat"));
-                            let _ = app.broadcast("/chat", Json(Outgoing::Leave { name: &name, online }));
-                        });
-                        return;
-                    }
-                    let online = leaving.connection_count("/chat");
-                    let _ = leaving.broadcast("/chat", Json(Outgoing::Leave { name: &name, online }));
-                }
-            }),
-    );
+    blaze_examples::chat_room::route(&app);
     let tls = blaze_examples::tls_from_args();
     println!("chat on {}://{addr}", if tls.is_some() { "https" } else { "http" });
     blaze_examples::listen_tokio(&app, &addr, tls).await
