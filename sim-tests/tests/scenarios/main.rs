@@ -5,6 +5,7 @@
 mod auto_reconnect;
 mod determinism;
 mod fanout;
+mod global_caps;
 mod hostile;
 mod model_check;
 mod partition;
