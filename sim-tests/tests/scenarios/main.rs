@@ -7,6 +7,7 @@ mod determinism;
 mod fanout;
 mod global_caps;
 mod hostile;
+mod inbox_backlog;
 mod model_check;
 mod partition;
 mod restart;
