@@ -84,14 +84,24 @@ async fn handler(mut ws: WsStream, state: Arc<State>) {
         while !state.reading.load(Ordering::SeqCst) {
             tokio::time::sleep(TICK).await;
         }
-        let Some(message) = ws.recv().await else { break };
+        let Some(message) = ws.recv().await else {
+            break;
+        };
         let data = message.as_bytes();
-        let index = data.get(..8).map(|b| u64::from_be_bytes(b.try_into().unwrap()) as usize);
+        let index = data
+            .get(..8)
+            .map(|b| u64::from_be_bytes(b.try_into().unwrap()) as usize);
         if index != Some(next) || data != payload(next).as_slice() {
-            lock(&state.errors).push(format!("expected message {next} ({} bytes), got {index:?} ({} bytes)", size_of(next), data.len()));
+            lock(&state.errors).push(format!(
+                "expected message {next} ({} bytes), got {index:?} ({} bytes)",
+                size_of(next),
+                data.len()
+            ));
         }
         next += 1;
-        state.handler_bytes.fetch_add(data.len() as u64, Ordering::SeqCst);
+        state
+            .handler_bytes
+            .fetch_add(data.len() as u64, Ordering::SeqCst);
         state.handler_count.store(next, Ordering::SeqCst);
         if next == TOTAL {
             let _ = ws.send(format!("done:{next}"));
@@ -104,7 +114,9 @@ async fn handler(mut ws: WsStream, state: Arc<State>) {
 }
 
 async fn streamer(state: Arc<State>) {
-    let stream = turmoil::net::TcpStream::connect((SERVER, PORT)).await.expect("connect");
+    let stream = turmoil::net::TcpStream::connect((SERVER, PORT))
+        .await
+        .expect("connect");
     let url = WsUrl::parse(&format!("ws://{SERVER}:{PORT}{PATH}")).expect("a valid URL");
     // The client's heartbeat: it gives up on a server that does not
     // answer a ping within PONG_TIMEOUT.
@@ -114,7 +126,9 @@ async fn streamer(state: Arc<State>) {
             .pong_timeout(PONG_TIMEOUT)
             .handshake_timeout(HANDSHAKE_TIMEOUT),
     );
-    let mut ws = blaze_server::connect_with(TokioRuntime, TokioIo(stream), &url, options).await.expect("handshake");
+    let mut ws = blaze_server::connect_with(TokioRuntime, TokioIo(stream), &url, options)
+        .await
+        .expect("handshake");
     let mut sent = 0usize;
     loop {
         tokio::select! {
@@ -173,7 +187,9 @@ fn inbox_backlog(seed: u64) {
     raw_client(&mut sim, CLIENT, streamer(state.clone()));
     let app = || lock(&state.app).clone().expect("the server started");
     sim.run_until("the client connected", Duration::from_secs(5), || {
-        lock(&state.app).as_ref().is_some_and(|a| a.total_connections() == 1)
+        lock(&state.app)
+            .as_ref()
+            .is_some_and(|a| a.total_connections() == 1)
     });
     let closed = || *lock(&state.client_closed);
 
@@ -187,12 +203,18 @@ fn inbox_backlog(seed: u64) {
     sim.sim.hold(SERVER, CLIENT);
     sim.run_for(held_for);
     sim.sim.release(SERVER, CLIENT);
-    sim.run_until("the client sent the stalled phase", Duration::from_secs(3), || {
-        state.client_sent.load(Ordering::SeqCst) == STALLED
-    });
+    sim.run_until(
+        "the client sent the stalled phase",
+        Duration::from_secs(3),
+        || state.client_sent.load(Ordering::SeqCst) == STALLED,
+    );
     while sim.now() - stall_start < STALL {
         sim.step();
-        assert_eq!(closed(), None, "the client's heartbeat gave up while the handler was not reading");
+        assert_eq!(
+            closed(),
+            None,
+            "the client's heartbeat gave up while the handler was not reading"
+        );
     }
     assert_eq!(state.handler_count.load(Ordering::SeqCst), 0);
     assert_eq!(app().total_connections(), 1);
@@ -203,10 +225,18 @@ fn inbox_backlog(seed: u64) {
     let mut max_held = 0u64;
     let started = sim.now();
     while !state.done_seen.load(Ordering::SeqCst) {
-        assert!(sim.now() - started < Duration::from_secs(30), "the handler never caught up");
+        assert!(
+            sim.now() - started < Duration::from_secs(30),
+            "the handler never caught up"
+        );
         sim.step();
-        assert_eq!(closed(), None, "the client's heartbeat gave up while the handler was slow");
-        let held = state.client_bytes.load(Ordering::SeqCst) - state.handler_bytes.load(Ordering::SeqCst);
+        assert_eq!(
+            closed(),
+            None,
+            "the client's heartbeat gave up while the handler was slow"
+        );
+        let held =
+            state.client_bytes.load(Ordering::SeqCst) - state.handler_bytes.load(Ordering::SeqCst);
         max_held = max_held.max(held);
     }
     let streamed_for = sim.now() - started;
@@ -217,18 +247,37 @@ fn inbox_backlog(seed: u64) {
     // message. Without the backlog's bound the client would get ~10 MB
     // ahead (it sends far faster than the handler reads).
     let bound = 64 * 24 * 1024 + 256 * 1024 + 2 * (1 << 20) + 4 * 24 * 1024;
-    assert!(max_held <= bound as u64, "the server held up to {max_held} bytes of unread messages (bound {bound})");
-    assert!(max_held >= 2 << 20, "the scenario never filled the backlog (held at most {max_held} bytes)");
+    assert!(
+        max_held <= bound as u64,
+        "the server held up to {max_held} bytes of unread messages (bound {bound})"
+    );
+    assert!(
+        max_held >= 2 << 20,
+        "the scenario never filled the backlog (held at most {max_held} bytes)"
+    );
     let errors = lock(&state.errors).clone();
-    assert!(errors.is_empty(), "messages lost, reordered or damaged: {:?}", &errors[..errors.len().min(5)]);
+    assert!(
+        errors.is_empty(),
+        "messages lost, reordered or damaged: {:?}",
+        &errors[..errors.len().min(5)]
+    );
     assert_eq!(state.handler_count.load(Ordering::SeqCst), TOTAL);
-    assert_eq!(state.client_bytes.load(Ordering::SeqCst), state.handler_bytes.load(Ordering::SeqCst));
+    assert_eq!(
+        state.client_bytes.load(Ordering::SeqCst),
+        state.handler_bytes.load(Ordering::SeqCst)
+    );
 
     // The client closes; nothing remains.
     state.close.store(true, Ordering::SeqCst);
-    sim.run_until("the connection ended on both sides", Duration::from_secs(5), || {
-        state.handler_ended.load(Ordering::SeqCst) && closed().is_some() && app().total_connections() == 0
-    });
+    sim.run_until(
+        "the connection ended on both sides",
+        Duration::from_secs(5),
+        || {
+            state.handler_ended.load(Ordering::SeqCst)
+                && closed().is_some()
+                && app().total_connections() == 0
+        },
+    );
     assert_eq!(closed().map(|c| c.0), Some(1000));
     if verbose() {
         eprintln!(
@@ -239,5 +288,9 @@ fn inbox_backlog(seed: u64) {
 
 #[test]
 fn slow_stream_handler_keeps_heartbeat_bounded_memory_and_order() {
-    run_seeds("slow_stream_handler_keeps_heartbeat_bounded_memory_and_order", &[1, 2, 3], inbox_backlog);
+    run_seeds(
+        "slow_stream_handler_keeps_heartbeat_bounded_memory_and_order",
+        &[1, 2, 3],
+        inbox_backlog,
+    );
 }
