@@ -5,7 +5,9 @@
 mod auto_reconnect;
 mod determinism;
 mod fanout;
+mod global_caps;
 mod hostile;
+mod inbox_backlog;
 mod model_check;
 mod partition;
 mod restart;
