@@ -146,7 +146,7 @@ impl MountedUpgrade {
         watch_shutdown(&app, &rt);
         // A shutdown that began meanwhile closes it with 1001 (start).
         let span = crate::serve::connection_span(handshake.remote_addr());
-        handshake.start(rt, spawner, io, BytesMut::new(), task, span);
+        handshake.register(&rt, spawner, task, span).run(rt, io, BytesMut::new());
     }
 }
 

@@ -354,21 +354,25 @@ async fn upgrade<R: Runtime, T: Transport>(
         Ok(handshake) => handshake,
         Err(response) => return respond_and_close(&rt, &mut io, response).await,
     };
-    // Dropping the handshake on a failed (or, past the handshake deadline,
-    // unfinished) write gives its admission back.
     let response = handshake.response.to_bytes();
+    // Registered before the 101 goes out, so a client holding its 101 is
+    // in every broadcast made after (found by a broadcast right after a
+    // second client's handshake, under load).
+    let registered = handshake.register(&rt, spawner, guard, tracing::Span::current());
+    // Dropping the registration on a failed (or, past the handshake
+    // deadline, unfinished) write unregisters it and gives its admission back.
     if !matches!(timeout(&rt, deadline, write_all(&mut io, &response)).await, Some(Ok(()))) {
         return;
     }
     let shutdown = &app.inner.shutdown;
     if shutdown.fired_since(epoch) && !shutdown.is_triggered() {
         // A whole shutdown began and ended while the 101 was being written
-        // (serve has returned): nothing may register on a server that no
-        // longer serves, so the client gets the 101 and then EOF.
+        // (serve has returned): no connection may outlive it, so the
+        // client gets the 101 and then EOF.
         tracing::debug!("upgrade completed after the server stopped: dropped");
         return;
     }
-    handshake.start(rt, spawner, io, leftover, guard, tracing::Span::current());
+    registered.run(rt, io, leftover);
 }
 
 /// An upgrade request Blaze has accepted (validated, origin-checked,
@@ -516,26 +520,36 @@ impl Judged {
     }
 }
 
+/// A connection registered in the hub whose driver is not running yet
+/// ([`Handshake::register`]): frames broadcast to it wait in its queue.
+/// Dropped instead of [`Registered::run`] (its response could not be
+/// sent), it leaves the hub and gives its admission back.
+pub(crate) struct Registered {
+    ws: WebSocket,
+    handler: Arc<dyn crate::handler::Handler>,
+    limits: DriverLimits,
+    release: Release,
+    span: tracing::Span,
+    status: u16,
+}
+
 impl Handshake {
-    /// After the response went out: registers the connection and runs its
-    /// driver over `io` in a task of its own (`leftover`: bytes read past
-    /// the request). `task` counts it until it ends; `span` (see
-    /// [`connection_span`]) gets its id and route and holds every log line
-    /// of the connection.
-    pub(crate) fn start<R: Runtime, T: Transport>(
+    /// Registers the connection, before its response is sent: a broadcast
+    /// made once the client holds its 101 reaches it (what it queues leaves
+    /// after the 101, when the driver starts). `task` counts it until it
+    /// ends; `span` (see [`connection_span`]) gets its id and route and
+    /// holds every log line of the connection.
+    pub(crate) fn register<R: Runtime>(
         mut self,
-        rt: R,
+        rt: &R,
         spawner: Spawner,
-        io: T,
-        leftover: BytesMut,
         mut task: TaskGuard,
         span: tracing::Span,
-    ) -> WebSocket {
+    ) -> Registered {
         let Some(HandshakeState { app, hub, route, ip, handler, config, deflate, info, locals }) = self.state.take()
         else {
-            unreachable!("a handshake starts once");
+            unreachable!("a handshake registers once");
         };
-        crate::metrics::http_response(self.response.status);
         let id = hub.next_id();
         span.record("id", tracing::field::display(id)).record("route", tracing::field::display(&*route));
         let now = rt.now();
@@ -566,11 +580,21 @@ impl Handshake {
             // connection outlives `serve` (issue 10).
             let _ = ws.close(CloseCode::GOING_AWAY, "server shutting down");
         }
-        tracing::debug!(%id, path = %ws.shared.info.path, remote = ?ws.shared.info.remote_addr, "connection open");
         let limits = DriverLimits::from_config(&config);
         task.handshake_done();
         let _metrics = crate::metrics::OpenConnection::new(&route);
         let release = Release { hub, id, route, ip, _metrics, _task: task };
+        Registered { ws, handler, limits, release, span, status: self.response.status }
+    }
+}
+
+impl Registered {
+    /// After the response went out: runs the connection's driver over `io`
+    /// in a task of its own (`leftover`: bytes read past the request).
+    pub(crate) fn run<R: Runtime, T: Transport>(self, rt: R, io: T, leftover: BytesMut) -> WebSocket {
+        let Registered { ws, handler, limits, release, span, status } = self;
+        crate::metrics::http_response(status);
+        tracing::debug!(id = %ws.id(), path = %ws.shared.info.path, remote = ?ws.shared.info.remote_addr, "connection open");
         let driver = Driver::new(rt.clone(), io, ws.clone(), handler, limits, leftover, Some(release));
         // A task of its own: the handshake's state (request, route, config)
         // is freed now instead of living as long as the connection.

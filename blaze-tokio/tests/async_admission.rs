@@ -146,6 +146,7 @@ async fn a_plain_request_to_the_route_gets_the_guards_page() {
 async fn a_guard_past_the_handshake_timeout_gets_408_a_panic_500_a_bad_protocol_500_and_the_server_goes_on() {
     let app = app();
     let (addr, _server) = serve(&app).await;
+    let counts = app.clone();
     blocking(move || {
         let started = std::time::Instant::now();
         assert_eq!(connect_as(addr, "/slow", None, None).unwrap_err().0, 408);
@@ -156,9 +157,12 @@ async fn a_guard_past_the_handshake_timeout_gets_408_a_panic_500_a_bad_protocol_
         assert_eq!(connect_as(addr, "/bad-protocol", None, Some("chat.v1")).unwrap_err().0, 500);
         let mut alice = connect_as(addr, "/secure", Some("alice-token"), None).expect("still serving");
         assert_eq!(next_text(&mut alice), "hi alice (no protocol)");
+        // The refused handshakes left nothing registered: alice alone.
+        assert_eq!(counts.total_connections(), 1);
     })
     .await;
-    assert!(eventually(Duration::from_secs(5), || app.total_connections() == 1).await);
+    // And once she is gone, nothing.
+    assert!(eventually(Duration::from_secs(5), || app.total_connections() == 0).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
