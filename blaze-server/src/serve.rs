@@ -164,6 +164,17 @@ impl App {
         while tasks.0.load(Ordering::SeqCst) > 0 && rt.now() < hard_deadline {
             rt.sleep_until(rt.now() + Duration::from_millis(5)).await;
         }
+        // Whatever is still registered now (a task stuck in a write, an
+        // upgrade whose 101 is still going out) leaves the hub here, so no
+        // connection outlives `serve`; its task ends at its next poll.
+        let stuck = self.inner.hub.all();
+        if !stuck.is_empty() {
+            tracing::warn!(connections = stuck.len(), "still open after the drain: dropped");
+            for ws in stuck {
+                ws.shared.with_conn(|inner| inner.pending_abort = true);
+                self.inner.hub.unregister(ws.id());
+            }
+        }
     }
 }
 
