@@ -258,7 +258,7 @@ async fn handle_request<R: Runtime, T: Transport>(
             PhaseRead::Read(Some(_)) => {}
         }
     };
-    let is_upgrade = request.header_all("upgrade").any(|v| v.to_ascii_lowercase().contains("websocket"));
+    let is_upgrade = crate::async_admission::is_upgrade(&request);
     let routes = app.read_routes();
     // One normalized path decides routing and what the origin check,
     // guards, the registry and the counts see (router::normalize_path).

@@ -27,7 +27,7 @@ use blaze_tokio::{App, Response};
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
-    let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
+    let arg = blaze_examples::arg;
     let addr = arg("--addr").unwrap_or_else(|| "127.0.0.1:8080".into());
     let app = App::new();
     if let Some(url) = arg("--redis") {
