@@ -1,5 +1,11 @@
 //! `fanout`: N subscribers on a broadcast endpoint and one publisher.
 //! Every subscriber must receive every message exactly once, in order.
+//!
+//! Delivery latency is the time from the publisher's write of a message to
+//! a subscriber's read that holds it (one process, one clock). Unpaced, the
+//! publisher writes as fast as it can and latency includes the queueing of
+//! a saturated server; `--rate R` paces it to R messages/s so latency is
+//! what a message costs at a load the server keeps up with.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +22,8 @@ use tokio::sync::Barrier;
 
 use crate::conn::{client_connection, closed_error, open, Negotiated, Session, Target};
 use crate::payload::Payload;
-use crate::report::{progress, round, Report};
+use crate::proc::CpuSample;
+use crate::report::{percentiles, progress, round, Report};
 
 pub struct FanoutParams {
     pub target: Target,
@@ -31,6 +38,50 @@ pub struct FanoutParams {
     pub deflate: Option<DeflateConfig>,
     pub deflate_flag: String,
     pub payload: Payload,
+    /// Messages per second from the publisher; `None`: as fast as it can.
+    pub rate: Option<f64>,
+    /// A broker (Redis) whose CPU per broadcast is reported.
+    pub broker_pid: Option<String>,
+}
+
+/// When each message left the publisher, read by every subscriber.
+struct SendClock {
+    epoch: Instant,
+    /// Nanoseconds since `epoch` + 1; 0: not sent yet.
+    sent: Vec<AtomicU64>,
+}
+
+impl SendClock {
+    fn new(msgs: u64) -> SendClock {
+        SendClock { epoch: Instant::now(), sent: (0..msgs).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    fn stamp(&self, seqs: std::ops::Range<u64>) {
+        let now = self.epoch.elapsed().as_nanos() as u64 + 1;
+        for seq in seqs {
+            self.sent[seq as usize].store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Microseconds from the send of `seq` to `read_at`.
+    fn latency_us(&self, seq: u64, read_at: Instant) -> Option<u32> {
+        let sent = self.sent.get(seq as usize)?.load(Ordering::Relaxed).checked_sub(1)?;
+        let read = (read_at - self.epoch).as_nanos() as u64;
+        Some((read.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32)
+    }
+}
+
+/// Most latency samples kept (4 bytes each); beyond it every k-th
+/// subscriber records.
+const MAX_LATENCY_SAMPLES: u64 = 20_000_000;
+
+/// What a subscriber task needs besides its connection.
+#[derive(Clone)]
+struct Shared {
+    ready: Arc<Barrier>,
+    delivered: Arc<AtomicU64>,
+    clock: Arc<SendClock>,
+    timeout: Duration,
 }
 
 #[derive(Default)]
@@ -45,9 +96,17 @@ struct Outcome {
     wire_in: u64,
     payload_in: u64,
     error: Option<String>,
+    /// Delivery latencies in µs, when this subscriber records them.
+    latencies: Option<Vec<u32>>,
 }
 
 impl Outcome {
+    fn latency(&mut self, clock: &SendClock, seq: u64, read_at: Instant) {
+        if let (Some(samples), Some(us)) = (&mut self.latencies, clock.latency_us(seq, read_at)) {
+            samples.push(us);
+        }
+    }
+
     fn count(&mut self, seq: u64, expected: &mut u64) {
         match seq.cmp(expected) {
             std::cmp::Ordering::Equal => *expected += 1,
@@ -65,29 +124,37 @@ impl Outcome {
 pub async fn run(p: FanoutParams) -> Result<(), String> {
     let mut report = Report::start("fanout", p.server_pid.clone());
     let size = p.size.max(p.payload.min_fanout_size());
-    let ready = Arc::new(Barrier::new(p.subs + 1));
-    let delivered = Arc::new(AtomicU64::new(0));
+    let shared = Shared {
+        ready: Arc::new(Barrier::new(p.subs + 1)),
+        delivered: Arc::new(AtomicU64::new(0)),
+        clock: Arc::new(SendClock::new(p.msgs)),
+        timeout: Duration::from_secs_f64(p.timeout_secs),
+    };
+    let record_every = (p.subs as u64 * p.msgs).div_ceil(MAX_LATENCY_SAMPLES).max(1) as usize;
     let mut subscribers = Vec::with_capacity(p.subs);
     let mut negotiated = Negotiated::default();
-    let deadline = Duration::from_secs_f64(p.timeout_secs);
     // Every message, built once: the publisher sends them, deflate
     // subscribers compare what they inflate with them.
     let payloads: Arc<Vec<Vec<u8>>> = Arc::new((0..p.msgs).map(|seq| p.payload.fanout_message(seq, size)).collect());
     for i in 0..p.subs {
+        let remote = p.also.is_some() && i % 2 == 1;
         let at = match &p.also {
-            Some(also) if i % 2 == 1 => also,
+            Some(also) if remote => also,
             _ => &p.target,
         };
         let o = open(at, i + 1, p.deflate.as_ref()).await.map_err(|e| format!("subscriber {i}: {e}"))?;
         negotiated.add(o.deflate.as_ref());
-        let (ready, delivered, msgs, kind) = (ready.clone(), delivered.clone(), p.msgs, p.payload);
-        subscribers.push(match p.deflate {
-            None => tokio::spawn(subscribe(o.stream, o.leftover, msgs, size, kind, ready, delivered, deadline)),
+        let records = (i / 2) % record_every == 0;
+        let outcome = Outcome { latencies: records.then(Vec::new), ..Outcome::default() };
+        let (shared, msgs, kind) = (shared.clone(), p.msgs, p.payload);
+        let task = match p.deflate {
+            None => tokio::spawn(subscribe(o.stream, o.leftover, outcome, msgs, size, kind, shared)),
             Some(config) => {
                 let session = Session::new(o, i + 1, Some(&config));
-                tokio::spawn(subscribe_deflate(session, payloads.clone(), size, kind, ready, delivered, deadline))
+                tokio::spawn(subscribe_deflate(session, outcome, payloads.clone(), size, kind, shared))
             }
-        });
+        };
+        subscribers.push((remote, task));
         if i % 1000 == 999 && std::io::stderr().is_terminal() {
             eprint!("\r[fanout] {} subscribers connected", i + 1);
         }
@@ -96,12 +163,13 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
     negotiated.add(o.deflate.as_ref());
     let params = o.deflate;
     let (mut publisher, leftover) = (o.stream, o.leftover);
-    ready.wait().await;
+    shared.ready.wait().await;
     // Give the server a moment to register the last subscribers' handshakes
     // (and a cluster node to subscribe to the channel).
     tokio::time::sleep(Duration::from_millis(if p.also.is_some() { 1000 } else { 200 })).await;
-    let ticker = progress("fanout", Duration::from_secs_f64(p.timeout_secs), delivered.clone(), "delivery");
+    let ticker = progress("fanout", Duration::from_secs_f64(p.timeout_secs), shared.delivered.clone(), "delivery");
     report.restart_clocks();
+    let broker_start = p.broker_pid.as_deref().map(CpuSample::take);
     let first_send = Instant::now();
     // The publisher reads its own copies too (the sender is a subscriber).
     // With deflate, one client core compresses what it sends and another
@@ -140,10 +208,16 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
             }
         }
     };
+    let clock = &shared.clock;
     let send = async {
         let mut out = BytesMut::new();
         let mut tx = p.deflate.map(|c| client_connection(0, params.as_ref(), Some(&c)));
+        let mut unstamped = 0;
         for seq in 0..p.msgs {
+            if let Some(rate) = p.rate {
+                let due = first_send + Duration::from_secs_f64(seq as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
             let payload = payloads[seq as usize].clone();
             match &mut tx {
                 None => encode_frame(FrameHeader::new(opcode), &payload, Some([9, 8, 7, 6]), &mut out),
@@ -161,12 +235,15 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
                     }
                 }
             }
-            if out.len() >= 64 * 1024 {
+            if out.len() >= 64 * 1024 || p.rate.is_some() {
+                clock.stamp(unstamped..seq + 1);
+                unstamped = seq + 1;
                 writer.write_all(&out).await?;
                 writer.flush().await?;
                 out.clear();
             }
         }
+        clock.stamp(unstamped..p.msgs);
         writer.write_all(&out).await?;
         writer.flush().await
     };
@@ -175,10 +252,15 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
     });
     sent.map_err(|e| format!("publisher: {e}"))?;
 
+    let broker = broker_start.zip(p.broker_pid.as_deref()).and_then(|(start, pid)| start.since(&CpuSample::take(pid)));
     let mut total = Outcome::default();
     let mut incomplete = 0;
-    for task in subscribers {
-        let outcome = task.await.map_err(|e| e.to_string())?;
+    let (mut local_latency, mut remote_latency) = (Vec::new(), Vec::new());
+    for (remote, task) in subscribers {
+        let mut outcome = task.await.map_err(|e| e.to_string())?;
+        if let Some(samples) = outcome.latencies.take() {
+            if remote { &mut remote_latency } else { &mut local_latency }.extend(samples);
+        }
         if outcome.received + outcome.lost < p.msgs {
             incomplete += 1;
         }
@@ -225,6 +307,32 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
     if let Some(e) = &total.error {
         report.line(format!("first subscriber error: {e}"));
     }
+    let pacing = match p.rate {
+        Some(rate) => format!("paced at {rate} msgs/s"),
+        None => "unpaced: includes queueing".to_owned(),
+    };
+    for (name, samples) in [("latency", &mut local_latency), ("latency_remote", &mut remote_latency)] {
+        if samples.is_empty() {
+            continue;
+        }
+        let n = samples.len();
+        let pct = percentiles(samples);
+        let who = if name == "latency" && p.also.is_some() { "same node as the publisher" } else if name == "latency" { "all" } else { "other node" };
+        report.line(format!(
+            "delivery latency ({who}; {pacing}; {n} samples): p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+            pct["p50_us"], pct["p99_us"], pct["p999_us"], pct["max_us"]
+        ));
+        report.field(name, pct);
+    }
+    if let Some(rate) = p.rate {
+        report.field("rate", rate);
+    }
+    if let Some((cpu, _)) = broker {
+        let per = cpu * 1e6 / p.msgs.max(1) as f64;
+        report.line(format!("broker CPU: {cpu:.3} s, {per:.2} µs per broadcast"));
+        report.field("broker_cpu_s", round(cpu));
+        report.field("broker_cpu_us_per_broadcast", round(per));
+    }
     report.field("subs", p.subs);
     report.field("msgs", p.msgs);
     report.field("size", size);
@@ -248,22 +356,20 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn subscribe(
     mut stream: crate::tls::Stream,
     mut buf: BytesMut,
+    mut outcome: Outcome,
     msgs: u64,
     size: usize,
     kind: Payload,
-    ready: Arc<Barrier>,
-    delivered: Arc<AtomicU64>,
-    timeout: Duration,
+    shared: Shared,
 ) -> Outcome {
-    ready.wait().await;
-    let mut outcome = Outcome { wire_in: buf.len() as u64, ..Outcome::default() };
+    shared.ready.wait().await;
+    outcome.wire_in = buf.len() as u64;
     let mut decoder = FrameDecoder::new(Role::Client, usize::MAX);
     let mut expected = 0u64;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + shared.timeout;
     let opcode = kind.opcode();
     while expected < msgs {
         buf.reserve(16 * 1024);
@@ -271,6 +377,7 @@ async fn subscribe(
             Ok(Ok(n)) if n > 0 => outcome.wire_in += n as u64,
             _ => break,
         }
+        let read_at = Instant::now();
         let mut batch = 0;
         while let Ok(Some(frame)) = decoder.decode(&mut buf) {
             if frame.header.opcode != opcode || frame.payload.len() != size {
@@ -281,12 +388,13 @@ async fn subscribe(
                 continue;
             };
             outcome.count(seq, &mut expected);
+            outcome.latency(&shared.clock, seq, read_at);
             outcome.payload_in += size as u64;
             batch += 1;
         }
         if batch > 0 {
-            outcome.last_delivery = Some(Instant::now());
-            delivered.fetch_add(batch, Ordering::Relaxed);
+            outcome.last_delivery = Some(read_at);
+            shared.delivered.fetch_add(batch, Ordering::Relaxed);
         }
     }
     outcome
@@ -296,20 +404,19 @@ async fn subscribe(
 /// is checked byte for byte against what the publisher sent.
 async fn subscribe_deflate(
     mut s: Session,
+    mut outcome: Outcome,
     payloads: Arc<Vec<Vec<u8>>>,
     size: usize,
     kind: Payload,
-    ready: Arc<Barrier>,
-    delivered: Arc<AtomicU64>,
-    timeout: Duration,
+    shared: Shared,
 ) -> Outcome {
-    ready.wait().await;
+    shared.ready.wait().await;
     let msgs = payloads.len() as u64;
-    let mut outcome = Outcome::default();
     let mut expected = 0u64;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + shared.timeout;
     let mut events = Vec::new();
-    s.process(Instant::now(), &mut events);
+    let mut read_at = Instant::now();
+    s.process(read_at, &mut events);
     'outer: loop {
         let mut batch = 0;
         for event in events.drain(..) {
@@ -323,6 +430,7 @@ async fn subscribe_deflate(
                         outcome.corrupt += 1;
                     }
                     outcome.count(seq, &mut expected);
+                    outcome.latency(&shared.clock, seq, read_at);
                     outcome.payload_in += size as u64;
                     batch += 1;
                 }
@@ -334,8 +442,8 @@ async fn subscribe_deflate(
             }
         }
         if batch > 0 {
-            outcome.last_delivery = Some(Instant::now());
-            delivered.fetch_add(batch, Ordering::Relaxed);
+            outcome.last_delivery = Some(read_at);
+            shared.delivered.fetch_add(batch, Ordering::Relaxed);
         }
         if expected >= msgs {
             break;
@@ -354,7 +462,8 @@ async fn subscribe_deflate(
                 break;
             }
         }
-        s.process(Instant::now(), &mut events);
+        read_at = Instant::now();
+        s.process(read_at, &mut events);
     }
     outcome.wire_in = s.wire_in;
     outcome

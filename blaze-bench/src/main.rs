@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! blaze-bench echo         --url ws://HOST:PORT/path --conns N --size BYTES --window W --secs D [--pid PID]
-//! blaze-bench fanout       --url ws://HOST:PORT/broadcast --subs N --msgs M --size BYTES [--timeout S] [--pid PID] [--also-url URL]
+//! blaze-bench fanout       --url ws://HOST:PORT/broadcast --subs N --msgs M --size BYTES [--timeout S] [--pid PID] [--also-url URL] [--rate R] [--broker-pid PID]
 //! blaze-bench idle         --url ws://HOST:PORT/path --conns N --hold SECS --pid PID [--messages K --size BYTES]
 //! blaze-bench connect-rate --url ws://HOST:PORT/path --concurrency C --secs D [--pid PID]
 //!
@@ -14,7 +14,8 @@
 //! fill|json|random` (default `fill`, or `json` with `--deflate`).
 //!
 //! Every run prints a human summary and one JSON line; with `--pid` it
-//! reports the server's CPU per operation from /proc. It measures its own
+//! reports the server's CPU per operation from /proc (`--pid A,B`: the sum
+//! over several processes, e.g. two cluster nodes). It measures its own
 //! CPU and says when it saturates (then throughput is a lower bound).
 
 mod args;
@@ -35,6 +36,8 @@ const USAGE: &str = "usage: blaze-bench <echo|fanout|idle|connect-rate> --url ws
   echo         --conns N (100) --size BYTES (32) --window W (16) --secs D (10) [--pid PID]
   fanout       --subs N (1000) --msgs M (1000) --size BYTES (32) --timeout S (120) [--pid PID]
                [--also-url ws://HOST2:PORT/broadcast: every other subscriber there, e.g. a second cluster node]
+               [--rate R: the publisher sends R msgs/s (default: as fast as it can); latency p50/p99 is reported either way]
+               [--broker-pid PID: report that process's (Redis's) CPU per broadcast]
   idle         --conns N (10000) --hold SECS (5) --pid PID [--messages K (0) --size BYTES (256)]
   connect-rate --concurrency C (32) --secs D (5) [--pid PID]
   all: --url wss://... [--ca FILE]: over TLS, trusting the PEM roots in FILE (Mozilla's without it)
@@ -110,6 +113,8 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
                 deflate,
                 deflate_flag,
                 payload,
+                rate: args.optional("rate")?,
+                broker_pid: args.optional("broker-pid")?,
             })
             .await
         }

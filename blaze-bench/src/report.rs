@@ -17,7 +17,8 @@ pub struct Report {
     fields: Map<String, Value>,
     lines: Vec<String>,
     self_start: CpuSample,
-    server: Option<(String, CpuSample)>,
+    /// The server's processes (`--pid A,B`: two cluster nodes count as one server).
+    server: Vec<(String, CpuSample)>,
 }
 
 impl Report {
@@ -27,17 +28,18 @@ impl Report {
             fields: Map::new(),
             lines: Vec::new(),
             self_start: CpuSample::take("self"),
-            server: server_pid.map(|pid| {
-                let sample = CpuSample::take(&pid);
-                (pid, sample)
-            }),
+            server: server_pid
+                .iter()
+                .flat_map(|pids| pids.split(','))
+                .map(|pid| (pid.to_owned(), CpuSample::take(pid)))
+                .collect(),
         }
     }
 
     /// Restarts the CPU clocks (after connecting, so setup is not counted).
     pub fn restart_clocks(&mut self) {
         self.self_start = CpuSample::take("self");
-        if let Some((pid, sample)) = &mut self.server {
+        for (pid, sample) in &mut self.server {
             *sample = CpuSample::take(pid);
         }
     }
@@ -66,14 +68,22 @@ impl Report {
                 if saturated { " — SATURATED: throughput is a lower bound; compare server CPU per op" } else { "" }
             ));
         }
-        if let Some((pid, start)) = &self.server {
-            if let Some((cpu, util)) = start.since(&CpuSample::take(pid)) {
-                let per_op_us = if ops > 0 { cpu * 1e6 / ops as f64 } else { 0.0 };
-                self.field("server_cpu_s", round(cpu));
-                self.field("server_cpu_util", round(util));
-                self.field("server_cpu_us_per_op", round(per_op_us));
-                self.line(format!("server CPU: {:.0}% of a core, {per_op_us:.3} µs per {op_name}", util * 100.0));
-            }
+        let used: Option<Vec<(f64, f64)>> =
+            self.server.iter().map(|(pid, start)| start.since(&CpuSample::take(pid))).collect();
+        if let Some(used) = used.filter(|u| !u.is_empty()) {
+            let (cpu, util) = used.iter().fold((0.0, 0.0), |(c, u), (c1, u1)| (c + c1, u + u1));
+            let per_op_us = if ops > 0 { cpu * 1e6 / ops as f64 } else { 0.0 };
+            self.field("server_cpu_s", round(cpu));
+            self.field("server_cpu_util", round(util));
+            self.field("server_cpu_us_per_op", round(per_op_us));
+            let processes = if used.len() > 1 {
+                let each: Vec<String> = used.iter().map(|(c, _)| format!("{c:.3} s")).collect();
+                self.field("server_cpu_s_each", used.iter().map(|(c, _)| round(*c)).collect::<Vec<_>>());
+                format!(" ({} processes: {})", used.len(), each.join(" + "))
+            } else {
+                String::new()
+            };
+            self.line(format!("server CPU: {:.0}% of a core, {per_op_us:.3} µs per {op_name}{processes}", util * 100.0));
         }
         println!("== {}", self.scenario);
         for line in &self.lines {
