@@ -4,6 +4,7 @@
 //! blaze-bench echo         --url ws://HOST:PORT/path --conns N --size BYTES --window W --secs D [--pid PID]
 //! blaze-bench fanout       --url ws://HOST:PORT/broadcast --subs N --msgs M --size BYTES [--timeout S] [--pid PID] [--also-url URL] [--rate R] [--broker-pid PID]
 //! blaze-bench idle         --url ws://HOST:PORT/path --conns N --hold SECS --pid PID [--messages K --size BYTES]
+//! blaze-bench chat         --url ws://HOST:PORT/room --clients N --rooms R --size BYTES (--rounds K | --rate M --secs D) [--pid PID]
 //! blaze-bench connect-rate --url ws://HOST:PORT/path --concurrency C --secs D [--pid PID]
 //!
 //! Every URL may be `wss://` (`--ca FILE` trusts a private CA).
@@ -19,6 +20,7 @@
 //! CPU and says when it saturates (then throughput is a lower bound).
 
 mod args;
+mod chat;
 mod conn;
 mod connect_rate;
 mod echo;
@@ -32,13 +34,18 @@ mod tls;
 use args::Args;
 use conn::Target;
 
-const USAGE: &str = "usage: blaze-bench <echo|fanout|idle|connect-rate> --url ws://HOST:PORT/PATH [options]
+const USAGE: &str = "usage: blaze-bench <echo|fanout|chat|idle|connect-rate> --url ws://HOST:PORT/PATH [options]
   echo         --conns N (100) --size BYTES (32) --window W (16) --secs D (10) [--pid PID]
+               [--rate R: R msgs/s on each connection instead of a window; rtt p50/p99 at that load]
   fanout       --subs N (1000) --msgs M (1000) --size BYTES (32) --timeout S (120) [--pid PID]
                [--also-url ws://HOST2:PORT/broadcast: every other subscriber there, e.g. a second cluster node]
                [--rate R: the publisher sends R msgs/s (default: as fast as it can); latency p50/p99 is reported either way]
                [--broker-pid PID: report that process's (Redis's) CPU per broadcast]
   idle         --conns N (10000) --hold SECS (5) --pid PID [--messages K (0) --size BYTES (256)]
+  chat         --clients N (32) --rooms R (1) --size BYTES (32) [--pid PID]
+               --rounds K (100): each round every client sends one message and waits for its whole room's
+               or --rate M --secs D: every client sends M msgs/s for D s; latency p50/p99 reported
+               rooms > 1: client i joins PATH/{i % R} (the contract's /room/NAME)
   connect-rate --concurrency C (32) --secs D (5) [--pid PID]
   all: --url wss://... [--ca FILE]: over TLS, trusting the PEM roots in FILE (Mozilla's without it)
   echo, fanout, idle: --deflate off|shared|dedicated (off): offer permessage-deflate (RFC 7692), fail if declined
@@ -71,13 +78,21 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
     let pid: Option<String> = args.optional("pid")?;
     let needed = |conns: usize| {
         if conns as u64 + 64 > fd_limit {
-            eprintln!("warning: {conns} connections need more than the open-file limit of {fd_limit}");
+            eprintln!(
+                "warning: {conns} connections need more than the open-file limit of {fd_limit}"
+            );
         }
     };
     let deflate_flag: String = args.get("deflate", "off".to_owned())?;
     let deflate = conn::deflate_config(&deflate_flag)?;
-    let payload: payload::Payload =
-        args.get("payload", if deflate.is_some() { payload::Payload::Json } else { payload::Payload::Fill })?;
+    let payload: payload::Payload = args.get(
+        "payload",
+        if deflate.is_some() {
+            payload::Payload::Json
+        } else {
+            payload::Payload::Fill
+        },
+    )?;
     if deflate.is_some() && payload == payload::Payload::Fill {
         eprintln!("warning: --payload fill is one byte repeated: it compresses to almost nothing; use json");
     }
@@ -95,13 +110,17 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
                 deflate,
                 deflate_flag,
                 payload,
+                rate: args.optional("rate")?,
             })
             .await
         }
         "fanout" => {
             let subs = args.get("subs", 1000)?;
             needed(subs);
-            let also = args.optional::<String>("also-url")?.map(|u| Target::parse(&u, ca.as_deref())).transpose()?;
+            let also = args
+                .optional::<String>("also-url")?
+                .map(|u| Target::parse(&u, ca.as_deref()))
+                .transpose()?;
             fanout::run(fanout::FanoutParams {
                 target,
                 also,
@@ -135,8 +154,34 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
             })
             .await
         }
+        "chat" => {
+            let clients = args.get("clients", 32)?;
+            needed(clients);
+            let drive = match args.optional::<f64>("rate")? {
+                Some(per_client) => chat::Drive::Rate {
+                    per_client,
+                    secs: args.get("secs", 10.0)?,
+                },
+                None => chat::Drive::Rounds(args.get("rounds", 100)?),
+            };
+            chat::run(chat::ChatParams {
+                target,
+                clients,
+                rooms: args.get("rooms", 1)?,
+                size: args.get("size", 32)?,
+                drive,
+                server_pid: pid,
+            })
+            .await
+        }
         "connect-rate" => {
-            connect_rate::run(target, args.get("concurrency", 32)?, args.get("secs", 5.0)?, pid).await
+            connect_rate::run(
+                target,
+                args.get("concurrency", 32)?,
+                args.get("secs", 5.0)?,
+                pid,
+            )
+            .await
         }
         other => Err(format!("unknown subcommand {other:?}\n{USAGE}")),
     }

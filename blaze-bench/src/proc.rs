@@ -19,12 +19,17 @@ pub fn cpu_time(pid: &str) -> Option<Duration> {
 /// Resident set size in KiB.
 pub fn rss_kib(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
 }
 
 /// How many CPUs this process may run on (respects taskset).
 pub fn cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// CPU used by a process between two samples, with the wall time between them.
@@ -36,7 +41,10 @@ pub struct CpuSample {
 
 impl CpuSample {
     pub fn take(pid: &str) -> CpuSample {
-        CpuSample { wall: std::time::Instant::now(), cpu: cpu_time(pid) }
+        CpuSample {
+            wall: std::time::Instant::now(),
+            cpu: cpu_time(pid),
+        }
     }
 
     /// (CPU seconds used, utilization as a fraction of one core) since `self`.

@@ -3,7 +3,8 @@
 // echo benchmark contract (examples/src/bin/echo.rs): `--addr HOST:PORT`;
 // on any path, echo every message with its opcode; on `/broadcast`, send
 // every message to every client connected on `/broadcast`, the sender
-// included (`server.publish`, which uWebSockets frames once per publish).
+// included (`server.publish`, which uWebSockets frames once per publish);
+// on `/room/NAME`, the same within that path (a topic per room).
 // Compression off, no backpressure limit, so nothing is dropped.
 const args = process.argv.slice(2);
 const at = args.indexOf("--addr");
@@ -17,7 +18,8 @@ const server = Bun.serve({
   port,
   fetch(req, server) {
     const path = new URL(req.url).pathname;
-    if (server.upgrade(req, { data: { broadcast: path === "/broadcast" } })) return;
+    const topic = path === "/broadcast" || path.startsWith("/room/") ? path : null;
+    if (server.upgrade(req, { data: { topic } })) return;
     return new Response("websocket only", { status: 426 });
   },
   websocket: {
@@ -29,10 +31,10 @@ const server = Bun.serve({
     maxPayloadLength: 16 * 1024 * 1024,
     publishToSelf: true,
     open(ws) {
-      if (ws.data.broadcast) ws.subscribe("broadcast");
+      if (ws.data.topic) ws.subscribe(ws.data.topic);
     },
     message(ws, message) {
-      if (ws.data.broadcast) server.publish("broadcast", message);
+      if (ws.data.topic) server.publish(ws.data.topic, message);
       else ws.send(message);
     },
   },
