@@ -78,10 +78,7 @@ impl Shared {
     /// Messages `client` must receive: everything its room's members sent.
     fn expected(&self, client: usize) -> u64 {
         let room = self.room_of(client);
-        (room..self.clients)
-            .step_by(self.rooms)
-            .map(|s| self.sent[s].load(Ordering::Relaxed))
-            .sum()
+        (room..self.clients).step_by(self.rooms).map(|s| self.sent[s].load(Ordering::Relaxed)).sum()
     }
 
     /// Message `seq` of `client`, framed and masked, stamped now.
@@ -92,12 +89,7 @@ impl Shared {
         let now = self.epoch.elapsed().as_nanos() as u64;
         payload[8..16].copy_from_slice(&now.to_be_bytes());
         let mut frame = BytesMut::with_capacity(self.size + 14);
-        encode_frame(
-            FrameHeader::new(OpCode::Binary),
-            &payload,
-            Some([7, 7, 7, 7]),
-            &mut frame,
-        );
+        encode_frame(FrameHeader::new(OpCode::Binary), &payload, Some([7, 7, 7, 7]), &mut frame);
         frame
     }
 }
@@ -142,15 +134,8 @@ pub async fn run(p: ChatParams) -> Result<(), String> {
         if p.rooms > 1 {
             target.path = format!("{}/{}", p.target.path.trim_end_matches('/'), i % p.rooms);
         }
-        let o = open(&target, i, None)
-            .await
-            .map_err(|e| format!("client {i}: {e}"))?;
-        tasks.push(tokio::spawn(client(
-            o.stream,
-            o.leftover,
-            i,
-            shared.clone(),
-        )));
+        let o = open(&target, i, None).await.map_err(|e| format!("client {i}: {e}"))?;
+        tasks.push(tokio::spawn(client(o.stream, o.leftover, i, shared.clone())));
     }
     let wall = match p.drive {
         Drive::Rounds(_) => Duration::from_secs(120),
@@ -184,14 +169,8 @@ pub async fn run(p: ChatParams) -> Result<(), String> {
         t.abort();
         eprintln!();
     }
-    let span = total
-        .last_delivery
-        .map_or(0.0, |t| (t - start).as_secs_f64());
-    let rate = if span > 0.0 {
-        total.received as f64 / span
-    } else {
-        0.0
-    };
+    let span = total.last_delivery.map_or(0.0, |t| (t - start).as_secs_f64());
+    let rate = if span > 0.0 { total.received as f64 / span } else { 0.0 };
     let sent: u64 = shared.sent.iter().map(|s| s.load(Ordering::Relaxed)).sum();
     let missing = total.expected.saturating_sub(total.received);
     let how = match p.drive {
@@ -244,28 +223,12 @@ pub async fn run(p: ChatParams) -> Result<(), String> {
     Ok(())
 }
 
-async fn client(
-    mut stream: crate::tls::Stream,
-    leftover: BytesMut,
-    me: usize,
-    shared: Arc<Shared>,
-) -> Outcome {
+async fn client(mut stream: crate::tls::Stream, leftover: BytesMut, me: usize, shared: Arc<Shared>) -> Outcome {
     shared.ready.wait().await;
     let (reader, mut writer) = tokio::io::split(&mut stream);
     let mut outcome = Outcome::default();
     let result = match shared.drive {
-        Drive::Rounds(rounds) => {
-            by_rounds(
-                reader,
-                &mut writer,
-                leftover,
-                me,
-                rounds,
-                &shared,
-                &mut outcome,
-            )
-            .await
-        }
+        Drive::Rounds(rounds) => by_rounds(reader, &mut writer, leftover, me, rounds, &shared, &mut outcome).await,
         Drive::Rate { per_client, secs } => {
             let send = async {
                 let period = Duration::from_secs_f64(1.0 / per_client);
@@ -288,10 +251,7 @@ async fn client(
                 shared.senders_done.fetch_add(1, Ordering::AcqRel);
                 result
             };
-            let (sent, read) = tokio::join!(
-                send,
-                read_until_done(reader, leftover, me, &shared, &mut outcome)
-            );
+            let (sent, read) = tokio::join!(send, read_until_done(reader, leftover, me, &shared, &mut outcome));
             sent.and(read)
         }
     };
@@ -312,19 +272,11 @@ struct Order {
 
 impl Order {
     fn new(shared: &Shared, me: usize) -> Order {
-        Order {
-            next: vec![0; shared.room_size(shared.room_of(me))],
-        }
+        Order { next: vec![0; shared.room_size(shared.room_of(me))] }
     }
 
     /// Checks one message; returns its send time (ns) when it belongs here.
-    fn check(
-        &mut self,
-        payload: &[u8],
-        me: usize,
-        shared: &Shared,
-        o: &mut Outcome,
-    ) -> Option<u64> {
+    fn check(&mut self, payload: &[u8], me: usize, shared: &Shared, o: &mut Outcome) -> Option<u64> {
         let sender = u32::from_be_bytes(payload.get(0..4)?.try_into().ok()?) as usize;
         let seq = u32::from_be_bytes(payload.get(4..8)?.try_into().ok()?);
         let sent_ns = u64::from_be_bytes(payload.get(8..16)?.try_into().ok()?);
@@ -361,16 +313,12 @@ fn take_frames(
 ) -> std::io::Result<u64> {
     let now_ns = (read_at - shared.epoch).as_nanos() as u64;
     let mut counted = 0;
-    while let Some(frame) = decoder
-        .decode(buf)
-        .map_err(|e| std::io::Error::other(e.to_string()))?
-    {
+    while let Some(frame) = decoder.decode(buf).map_err(|e| std::io::Error::other(e.to_string()))? {
         if frame.header.opcode != OpCode::Binary {
             continue;
         }
         if let Some(sent_ns) = order.check(&frame.payload, me, shared, o) {
-            o.latencies
-                .push((now_ns.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32);
+            o.latencies.push((now_ns.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32);
             counted += 1;
         }
     }
@@ -398,37 +346,16 @@ async fn by_rounds(
         writer.write_all(&shared.message(me, round)).await?;
         shared.sent[me].store(round as u64 + 1, Ordering::Relaxed);
         let want = per_round * (round as u64 + 1);
-        take_frames(
-            &mut buf,
-            &mut decoder,
-            &mut order,
-            me,
-            shared,
-            o,
-            Instant::now(),
-        )?;
+        take_frames(&mut buf, &mut decoder, &mut order, me, shared, o, Instant::now())?;
         while o.received < want {
             buf.reserve(16 * 1024);
             match tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(Ok(_)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                 Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("round {round}"),
-                    ))
-                }
+                Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("round {round}"))),
             }
-            take_frames(
-                &mut buf,
-                &mut decoder,
-                &mut order,
-                me,
-                shared,
-                o,
-                Instant::now(),
-            )?;
+            take_frames(&mut buf, &mut decoder, &mut order, me, shared, o, Instant::now())?;
         }
         shared.round_done.wait().await;
     }
@@ -445,20 +372,10 @@ async fn read_until_done(
 ) -> std::io::Result<()> {
     let mut decoder = FrameDecoder::new(Role::Client, usize::MAX);
     let mut order = Order::new(shared, me);
-    let Drive::Rate { secs, .. } = shared.drive else {
-        unreachable!("rate mode only")
-    };
+    let Drive::Rate { secs, .. } = shared.drive else { unreachable!("rate mode only") };
     // After the last send, 10 s for what is still in flight.
     let give_up = tokio::time::Instant::now() + Duration::from_secs_f64(secs + 10.0);
-    take_frames(
-        &mut buf,
-        &mut decoder,
-        &mut order,
-        me,
-        shared,
-        o,
-        Instant::now(),
-    )?;
+    take_frames(&mut buf, &mut decoder, &mut order, me, shared, o, Instant::now())?;
     loop {
         if shared.senders_done.load(Ordering::Acquire) == shared.clients {
             o.expected = shared.expected(me);
@@ -480,14 +397,6 @@ async fn read_until_done(
             }
             Err(_) => continue,
         }
-        take_frames(
-            &mut buf,
-            &mut decoder,
-            &mut order,
-            me,
-            shared,
-            o,
-            Instant::now(),
-        )?;
+        take_frames(&mut buf, &mut decoder, &mut order, me, shared, o, Instant::now())?;
     }
 }

@@ -41,25 +41,10 @@ impl Target {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let addr = authority
-            .to_socket_addrs()
-            .map_err(|e| format!("{authority}: {e}"))?
-            .next()
-            .ok_or("no address")?;
-        let host = authority
-            .rsplit_once(':')
-            .map_or(authority, |(host, _)| host);
-        let tls = if secure {
-            Some(TlsTarget::new(host, ca)?)
-        } else {
-            None
-        };
-        Ok(Target {
-            addr,
-            host: authority.to_owned(),
-            path: path.to_owned(),
-            tls,
-        })
+        let addr = authority.to_socket_addrs().map_err(|e| format!("{authority}: {e}"))?.next().ok_or("no address")?;
+        let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+        let tls = if secure { Some(TlsTarget::new(host, ca)?) } else { None };
+        Ok(Target { addr, host: authority.to_owned(), path: path.to_owned(), tls })
     }
 }
 
@@ -92,11 +77,7 @@ pub fn is_declined(e: &std::io::Error) -> bool {
 
 /// Connects connection number `index` and completes the handshake,
 /// offering permessage-deflate if `deflate` is given.
-pub async fn open(
-    target: &Target,
-    index: usize,
-    deflate: Option<&DeflateConfig>,
-) -> std::io::Result<Opened> {
+pub async fn open(target: &Target, index: usize, deflate: Option<&DeflateConfig>) -> std::io::Result<Opened> {
     let socket = TcpSocket::new_v4()?;
     if target.addr.ip().is_loopback() && index >= PER_SOURCE {
         let n = 1 + (index / PER_SOURCE) as u8;
@@ -122,11 +103,7 @@ pub async fn open(
                         "--deflate was asked but the server declined permessage-deflate (no Sec-WebSocket-Extensions in its 101)",
                     ));
                 }
-                return Ok(Opened {
-                    stream,
-                    leftover: buf,
-                    deflate: response.deflate,
-                });
+                return Ok(Opened { stream, leftover: buf, deflate: response.deflate });
             }
             Ok(None) => {}
             Err(e) => return Err(std::io::Error::other(e.to_string())),
@@ -153,12 +130,7 @@ impl Negotiated {
         match self.0.len() {
             0 => "none".into(),
             1 => self.0.keys().next().cloned().unwrap_or_default(),
-            _ => self
-                .0
-                .iter()
-                .map(|(k, n)| format!("{n}× {k}"))
-                .collect::<Vec<_>>()
-                .join(" | "),
+            _ => self.0.iter().map(|(k, n)| format!("{n}× {k}")).collect::<Vec<_>>().join(" | "),
         }
     }
 }
@@ -177,11 +149,7 @@ pub struct Session {
 
 /// The client-role protocol core for connection `index`, deflate enabled
 /// if it was negotiated.
-pub fn client_connection(
-    index: usize,
-    params: Option<&DeflateParams>,
-    config: Option<&DeflateConfig>,
-) -> Connection {
+pub fn client_connection(index: usize, params: Option<&DeflateParams>, config: Option<&DeflateConfig>) -> Connection {
     let cfg = Config::default()
         .max_frame_size(64 << 20)
         .max_message_size(64 << 20)
@@ -199,23 +167,12 @@ impl Session {
     pub fn new(opened: Opened, index: usize, config: Option<&DeflateConfig>) -> Session {
         let conn = client_connection(index, opened.deflate.as_ref(), config);
         let wire_in = opened.leftover.len() as u64;
-        Session {
-            stream: opened.stream,
-            conn,
-            buf: opened.leftover,
-            wire_in,
-            wire_out: 0,
-        }
+        Session { stream: opened.stream, conn, buf: opened.leftover, wire_in, wire_out: 0 }
     }
 
     /// Writes everything the connection has queued.
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        let Session {
-            stream,
-            conn,
-            wire_out,
-            ..
-        } = self;
+        let Session { stream, conn, wire_out, .. } = self;
         while conn.wants_write() {
             let written = {
                 let mut slices = [IoSlice::new(&[]); 64];
@@ -233,20 +190,15 @@ impl Session {
     }
 
     /// One read, bounded by `deadline`: `Ok(false)` if it passed first.
-    pub async fn read_some(
-        &mut self,
-        deadline: Option<tokio::time::Instant>,
-    ) -> std::io::Result<bool> {
+    pub async fn read_some(&mut self, deadline: Option<tokio::time::Instant>) -> std::io::Result<bool> {
         if self.buf.capacity() - self.buf.len() < 16 * 1024 {
             self.buf.reserve(64 * 1024);
         }
         let n = match deadline {
-            Some(d) => {
-                match tokio::time::timeout_at(d, self.stream.read_buf(&mut self.buf)).await {
-                    Ok(n) => n?,
-                    Err(_) => return Ok(false),
-                }
-            }
+            Some(d) => match tokio::time::timeout_at(d, self.stream.read_buf(&mut self.buf)).await {
+                Ok(n) => n?,
+                Err(_) => return Ok(false),
+            },
             None => self.stream.read_buf(&mut self.buf).await?,
         };
         if n == 0 {
@@ -272,18 +224,12 @@ impl Session {
 
 /// `Event::Closed` as an error.
 pub fn closed_error(info: &blaze_proto::CloseInfo) -> std::io::Error {
-    std::io::Error::other(format!(
-        "server closed the connection: {} {:?} ({:?})",
-        info.code, info.reason, info.cause
-    ))
+    std::io::Error::other(format!("server closed the connection: {} {:?} ({:?})", info.code, info.reason, info.cause))
 }
 
 /// Raises the open-file limit to the hard limit (each connection is a file).
 pub fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     #[allow(unsafe_code)]
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {

@@ -7,12 +7,7 @@ use std::time::{Duration, Instant};
 use crate::conn::{open, Target};
 use crate::report::{progress, Report};
 
-pub async fn run(
-    target: Target,
-    concurrency: usize,
-    secs: f64,
-    server_pid: Option<String>,
-) -> Result<(), String> {
+pub async fn run(target: Target, concurrency: usize, secs: f64, server_pid: Option<String>) -> Result<(), String> {
     let mut report = Report::start("connect-rate", server_pid);
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -50,10 +45,7 @@ pub async fn run(
     let elapsed = start.elapsed().as_secs_f64();
     let total = done.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
-    report.line(format!(
-        "{concurrency} connectors: {:.0} handshakes/s ({failed} failed)",
-        total as f64 / elapsed
-    ));
+    report.line(format!("{concurrency} connectors: {:.0} handshakes/s ({failed} failed)", total as f64 / elapsed));
     report.field("concurrency", concurrency);
     report.field("handshakes", total);
     report.field("handshakes_per_s", (total as f64 / elapsed).round());

@@ -61,9 +61,7 @@ pub async fn run(p: EchoParams) -> Result<(), String> {
     let mut opened = Vec::with_capacity(p.conns);
     let mut negotiated = Negotiated::default();
     for i in 0..p.conns {
-        let o = open(&p.target, i, p.deflate.as_ref())
-            .await
-            .map_err(|e| format!("connect {i}: {e}"))?;
+        let o = open(&p.target, i, p.deflate.as_ref()).await.map_err(|e| format!("connect {i}: {e}"))?;
         negotiated.add(o.deflate.as_ref());
         opened.push(o);
     }
@@ -84,9 +82,7 @@ pub async fn run(p: EchoParams) -> Result<(), String> {
         variants
             .iter()
             .map(|v| match opcode {
-                OpCode::Text => {
-                    Message::Text(Utf8Bytes::try_from_bytes(Bytes::from(v.clone())).expect("ASCII"))
-                }
+                OpCode::Text => Message::Text(Utf8Bytes::try_from_bytes(Bytes::from(v.clone())).expect("ASCII")),
                 _ => Message::Binary(Bytes::from(v.clone())),
             })
             .collect(),
@@ -108,25 +104,9 @@ pub async fn run(p: EchoParams) -> Result<(), String> {
             tokio::spawn(async move {
                 match deflate {
                     None if rate.is_some() => {
-                        paced(
-                            o.stream,
-                            o.leftover,
-                            &frames[0],
-                            i,
-                            rate.unwrap_or(1.0),
-                            size,
-                            deadline,
-                            received,
-                        )
-                        .await
+                        paced(o.stream, o.leftover, &frames[0], i, rate.unwrap_or(1.0), size, deadline, received).await
                     }
-                    None => {
-                        plain(
-                            o.stream, o.leftover, frames, i, opcode, window, size, deadline,
-                            received,
-                        )
-                        .await
-                    }
+                    None => plain(o.stream, o.leftover, frames, i, opcode, window, size, deadline, received).await,
                     Some(config) => {
                         let session = Session::new(o, i, Some(&config));
                         compressed(session, messages, i, window, size, deadline, received).await
@@ -173,10 +153,7 @@ pub async fn run(p: EchoParams) -> Result<(), String> {
             0.0
         }
     };
-    let (up, down) = (
-        ratio(total.wire_out, total.payload_out),
-        ratio(total.wire_in, total.payload_in),
-    );
+    let (up, down) = (ratio(total.wire_out, total.payload_out), ratio(total.wire_in, total.payload_in));
     let shape = match p.rate {
         Some(r) => format!("at {r} msgs/s each"),
         None => format!("window {}", p.window),
@@ -196,21 +173,14 @@ pub async fn run(p: EchoParams) -> Result<(), String> {
     report.line(format!(
         "permessage-deflate asked: {}; server agreed: {}",
         p.deflate_flag,
-        if p.deflate.is_some() {
-            negotiated.describe()
-        } else {
-            "not offered".into()
-        }
+        if p.deflate.is_some() { negotiated.describe() } else { "not offered".into() }
     ));
     report.line(format!(
         "wire ÷ payload bytes: client→server {up:.3} ({} → {} B), server→client {down:.3} ({} → {} B)",
         total.payload_out, total.wire_out, total.payload_in, total.wire_in
     ));
     if total.mismatched > 0 {
-        report.line(format!(
-            "ERRORS: {} echoes differ from the message sent",
-            total.mismatched
-        ));
+        report.line(format!("ERRORS: {} echoes differ from the message sent", total.mismatched));
     }
     if let Some(e) = &first_error {
         report.line(format!("first connection error: {e}"));
@@ -223,14 +193,7 @@ pub async fn run(p: EchoParams) -> Result<(), String> {
     }
     report.field("payload", p.payload.name());
     report.field("deflate", p.deflate_flag.as_str());
-    report.field(
-        "deflate_negotiated",
-        if p.deflate.is_some() {
-            negotiated.describe()
-        } else {
-            "off".into()
-        },
-    );
+    report.field("deflate_negotiated", if p.deflate.is_some() { negotiated.describe() } else { "off".into() });
     report.field("secs", elapsed);
     report.field("messages", total_msgs);
     report.field("msgs_per_s", rate.round());
@@ -245,16 +208,10 @@ pub async fn run(p: EchoParams) -> Result<(), String> {
     report.field("errors", errors);
     report.finish(total_msgs, "message");
     if errors > 0 {
-        return Err(format!(
-            "{errors} connections failed: {}",
-            first_error.unwrap_or_default()
-        ));
+        return Err(format!("{errors} connections failed: {}", first_error.unwrap_or_default()));
     }
     if total.mismatched > 0 {
-        return Err(format!(
-            "{} echoes differ from the message sent",
-            total.mismatched
-        ));
+        return Err(format!("{} echoes differ from the message sent", total.mismatched));
     }
     Ok(())
 }
@@ -271,10 +228,7 @@ async fn plain(
     deadline: Instant,
     received: Arc<AtomicU64>,
 ) -> std::io::Result<Stats> {
-    let mut stats = Stats {
-        wire_in: buf.len() as u64,
-        ..Stats::default()
-    };
+    let mut stats = Stats { wire_in: buf.len() as u64, ..Stats::default() };
     let mut decoder = FrameDecoder::new(Role::Client, usize::MAX);
     let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(window);
     let mut next = index % frames.len();
@@ -300,17 +254,12 @@ async fn plain(
         stats.wire_in += n as u64;
         let now = Instant::now();
         let mut done = 0;
-        while let Some(f) = decoder
-            .decode(&mut buf)
-            .map_err(|e| std::io::Error::other(e.to_string()))?
-        {
+        while let Some(f) = decoder.decode(&mut buf).map_err(|e| std::io::Error::other(e.to_string()))? {
             if f.header.opcode != opcode || f.payload.len() != size {
                 continue; // pings and the like
             }
             if let Some(t) = sent_at.pop_front() {
-                stats
-                    .latencies
-                    .push((now - t).as_micros().min(u32::MAX as u128) as u32);
+                stats.latencies.push((now - t).as_micros().min(u32::MAX as u128) as u32);
             }
             done += 1;
         }
@@ -354,10 +303,7 @@ async fn paced(
     received: Arc<AtomicU64>,
 ) -> std::io::Result<Stats> {
     let epoch = Instant::now();
-    let mut stats = Stats {
-        wire_in: buf.len() as u64,
-        ..Stats::default()
-    };
+    let mut stats = Stats { wire_in: buf.len() as u64, ..Stats::default() };
     let (mut reader, mut writer) = tokio::io::split(&mut stream);
     let period = Duration::from_secs_f64(1.0 / rate);
     // Connections start spread over one period, not all at once.
@@ -394,15 +340,12 @@ async fn paced(
         // What is in flight when sending stops may still come back.
         let until = deadline + Duration::from_secs(2);
         loop {
-            if !sending.load(Ordering::Relaxed)
-                && stats.latencies.len() as u64 >= sent_count.load(Ordering::Relaxed)
-            {
+            if !sending.load(Ordering::Relaxed) && stats.latencies.len() as u64 >= sent_count.load(Ordering::Relaxed) {
                 break;
             }
             buf.reserve(16 * 1024);
             let wait = (Instant::now() + Duration::from_millis(50)).min(until);
-            let Ok(n) = tokio::time::timeout_at(wait.into(), reader.read_buf(&mut buf)).await
-            else {
+            let Ok(n) = tokio::time::timeout_at(wait.into(), reader.read_buf(&mut buf)).await else {
                 if wait >= until {
                     break;
                 }
@@ -415,17 +358,12 @@ async fn paced(
             stats.wire_in += n as u64;
             let now = (Instant::now() - epoch).as_nanos() as u64;
             let mut done = 0;
-            while let Some(f) = decoder
-                .decode(&mut buf)
-                .map_err(|e| std::io::Error::other(e.to_string()))?
-            {
+            while let Some(f) = decoder.decode(&mut buf).map_err(|e| std::io::Error::other(e.to_string()))? {
                 if f.payload.len() != size {
                     continue;
                 }
                 let sent = u64::from_be_bytes(f.payload[..8].try_into().expect("8 bytes"));
-                stats
-                    .latencies
-                    .push((now.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32);
+                stats.latencies.push((now.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32);
                 done += 1;
             }
             stats.payload_in += done * size as u64;
@@ -453,13 +391,8 @@ async fn compressed(
     let mut stats = Stats::default();
     let mut in_flight: VecDeque<(usize, Instant)> = VecDeque::with_capacity(window);
     let mut next = index % messages.len();
-    let mut send = |s: &mut Session,
-                    in_flight: &mut VecDeque<(usize, Instant)>,
-                    now: Instant,
-                    stats: &mut Stats| {
-        s.conn
-            .send(messages[next].clone())
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut send = |s: &mut Session, in_flight: &mut VecDeque<(usize, Instant)>, now: Instant, stats: &mut Stats| {
+        s.conn.send(messages[next].clone()).map_err(|e| std::io::Error::other(e.to_string()))?;
         in_flight.push_back((next, now));
         stats.payload_out += size as u64;
         next = (next + 1) % messages.len();
@@ -485,9 +418,7 @@ async fn compressed(
                     if m.as_bytes() != messages[sent].as_bytes() {
                         stats.mismatched += 1;
                     }
-                    stats
-                        .latencies
-                        .push((now - at).as_micros().min(u32::MAX as u128) as u32);
+                    stats.latencies.push((now - at).as_micros().min(u32::MAX as u128) as u32);
                     stats.payload_in += m.len() as u64;
                     done += 1;
                 }

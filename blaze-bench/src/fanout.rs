@@ -53,10 +53,7 @@ struct SendClock {
 
 impl SendClock {
     fn new(msgs: u64) -> SendClock {
-        SendClock {
-            epoch: Instant::now(),
-            sent: (0..msgs).map(|_| AtomicU64::new(0)).collect(),
-        }
+        SendClock { epoch: Instant::now(), sent: (0..msgs).map(|_| AtomicU64::new(0)).collect() }
     }
 
     fn stamp(&self, seqs: std::ops::Range<u64>) {
@@ -68,11 +65,7 @@ impl SendClock {
 
     /// Microseconds from the send of `seq` to `read_at`.
     fn latency_us(&self, seq: u64, read_at: Instant) -> Option<u32> {
-        let sent = self
-            .sent
-            .get(seq as usize)?
-            .load(Ordering::Relaxed)
-            .checked_sub(1)?;
+        let sent = self.sent.get(seq as usize)?.load(Ordering::Relaxed).checked_sub(1)?;
         let read = (read_at - self.epoch).as_nanos() as u64;
         Some((read.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32)
     }
@@ -137,48 +130,28 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
         clock: Arc::new(SendClock::new(p.msgs)),
         timeout: Duration::from_secs_f64(p.timeout_secs),
     };
-    let record_every = (p.subs as u64 * p.msgs)
-        .div_ceil(MAX_LATENCY_SAMPLES)
-        .max(1) as usize;
+    let record_every = (p.subs as u64 * p.msgs).div_ceil(MAX_LATENCY_SAMPLES).max(1) as usize;
     let mut subscribers = Vec::with_capacity(p.subs);
     let mut negotiated = Negotiated::default();
     // Every message, built once: the publisher sends them, deflate
     // subscribers compare what they inflate with them.
-    let payloads: Arc<Vec<Vec<u8>>> = Arc::new(
-        (0..p.msgs)
-            .map(|seq| p.payload.fanout_message(seq, size))
-            .collect(),
-    );
+    let payloads: Arc<Vec<Vec<u8>>> = Arc::new((0..p.msgs).map(|seq| p.payload.fanout_message(seq, size)).collect());
     for i in 0..p.subs {
         let remote = p.also.is_some() && i % 2 == 1;
         let at = match &p.also {
             Some(also) if remote => also,
             _ => &p.target,
         };
-        let o = open(at, i + 1, p.deflate.as_ref())
-            .await
-            .map_err(|e| format!("subscriber {i}: {e}"))?;
+        let o = open(at, i + 1, p.deflate.as_ref()).await.map_err(|e| format!("subscriber {i}: {e}"))?;
         negotiated.add(o.deflate.as_ref());
         let records = (i / 2) % record_every == 0;
-        let outcome = Outcome {
-            latencies: records.then(Vec::new),
-            ..Outcome::default()
-        };
+        let outcome = Outcome { latencies: records.then(Vec::new), ..Outcome::default() };
         let (shared, msgs, kind) = (shared.clone(), p.msgs, p.payload);
         let task = match p.deflate {
-            None => tokio::spawn(subscribe(
-                o.stream, o.leftover, outcome, msgs, size, kind, shared,
-            )),
+            None => tokio::spawn(subscribe(o.stream, o.leftover, outcome, msgs, size, kind, shared)),
             Some(config) => {
                 let session = Session::new(o, i + 1, Some(&config));
-                tokio::spawn(subscribe_deflate(
-                    session,
-                    outcome,
-                    payloads.clone(),
-                    size,
-                    kind,
-                    shared,
-                ))
+                tokio::spawn(subscribe_deflate(session, outcome, payloads.clone(), size, kind, shared))
             }
         };
         subscribers.push((remote, task));
@@ -186,27 +159,15 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
             eprint!("\r[fanout] {} subscribers connected", i + 1);
         }
     }
-    let o = open(&p.target, 0, p.deflate.as_ref())
-        .await
-        .map_err(|e| format!("publisher: {e}"))?;
+    let o = open(&p.target, 0, p.deflate.as_ref()).await.map_err(|e| format!("publisher: {e}"))?;
     negotiated.add(o.deflate.as_ref());
     let params = o.deflate;
     let (mut publisher, leftover) = (o.stream, o.leftover);
     shared.ready.wait().await;
     // Give the server a moment to register the last subscribers' handshakes
     // (and a cluster node to subscribe to the channel).
-    tokio::time::sleep(Duration::from_millis(if p.also.is_some() {
-        1000
-    } else {
-        200
-    }))
-    .await;
-    let ticker = progress(
-        "fanout",
-        Duration::from_secs_f64(p.timeout_secs),
-        shared.delivered.clone(),
-        "delivery",
-    );
+    tokio::time::sleep(Duration::from_millis(if p.also.is_some() { 1000 } else { 200 })).await;
+    let ticker = progress("fanout", Duration::from_secs_f64(p.timeout_secs), shared.delivered.clone(), "delivery");
     report.restart_clocks();
     let broker_start = p.broker_pid.as_deref().map(CpuSample::take);
     let first_send = Instant::now();
@@ -218,9 +179,7 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
     let drain = async {
         let mut buf = leftover;
         let mut decoder = FrameDecoder::new(Role::Client, usize::MAX);
-        let mut rx = p
-            .deflate
-            .map(|c| client_connection(0, params.as_ref(), Some(&c)));
+        let mut rx = p.deflate.map(|c| client_connection(0, params.as_ref(), Some(&c)));
         let mut seen = 0;
         while seen < p.msgs {
             buf.reserve(64 * 1024);
@@ -252,9 +211,7 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
     let clock = &shared.clock;
     let send = async {
         let mut out = BytesMut::new();
-        let mut tx = p
-            .deflate
-            .map(|c| client_connection(0, params.as_ref(), Some(&c)));
+        let mut tx = p.deflate.map(|c| client_connection(0, params.as_ref(), Some(&c)));
         let mut unstamped = 0;
         for seq in 0..p.msgs {
             if let Some(rate) = p.rate {
@@ -263,21 +220,13 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
             }
             let payload = payloads[seq as usize].clone();
             match &mut tx {
-                None => encode_frame(
-                    FrameHeader::new(opcode),
-                    &payload,
-                    Some([9, 8, 7, 6]),
-                    &mut out,
-                ),
+                None => encode_frame(FrameHeader::new(opcode), &payload, Some([9, 8, 7, 6]), &mut out),
                 Some(tx) => {
                     let message = match opcode {
-                        OpCode::Text => {
-                            Message::Text(Utf8Bytes::try_from_bytes(payload.into()).expect("ASCII"))
-                        }
+                        OpCode::Text => Message::Text(Utf8Bytes::try_from_bytes(payload.into()).expect("ASCII")),
                         _ => Message::Binary(payload.into()),
                     };
-                    tx.send(message)
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    tx.send(message).map_err(|e| std::io::Error::other(e.to_string()))?;
                     while tx.wants_write() {
                         let chunk = tx.transmit_bytes();
                         out.extend_from_slice(chunk);
@@ -303,21 +252,14 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
     });
     sent.map_err(|e| format!("publisher: {e}"))?;
 
-    let broker = broker_start
-        .zip(p.broker_pid.as_deref())
-        .and_then(|(start, pid)| start.since(&CpuSample::take(pid)));
+    let broker = broker_start.zip(p.broker_pid.as_deref()).and_then(|(start, pid)| start.since(&CpuSample::take(pid)));
     let mut total = Outcome::default();
     let mut incomplete = 0;
     let (mut local_latency, mut remote_latency) = (Vec::new(), Vec::new());
     for (remote, task) in subscribers {
         let mut outcome = task.await.map_err(|e| e.to_string())?;
         if let Some(samples) = outcome.latencies.take() {
-            if remote {
-                &mut remote_latency
-            } else {
-                &mut local_latency
-            }
-            .extend(samples);
+            if remote { &mut remote_latency } else { &mut local_latency }.extend(samples);
         }
         if outcome.received + outcome.lost < p.msgs {
             incomplete += 1;
@@ -338,25 +280,15 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
         t.abort();
         eprintln!();
     }
-    let span = total
-        .last_delivery
-        .map_or(0.0, |t| (t - first_send).as_secs_f64());
-    let rate = if span > 0.0 {
-        total.received as f64 / span
-    } else {
-        0.0
-    };
+    let span = total.last_delivery.map_or(0.0, |t| (t - first_send).as_secs_f64());
+    let rate = if span > 0.0 { total.received as f64 / span } else { 0.0 };
     let expected = p.subs as u64 * p.msgs;
     let missing = expected - total.received.min(expected);
     report.line(format!(
         "{} subscribers × {} msgs × {} B: {:.0} deliveries/s, first send to last delivery {:.3} s",
         p.subs, p.msgs, size, rate, span
     ));
-    let ratio = if total.payload_in > 0 {
-        total.wire_in as f64 / total.payload_in as f64
-    } else {
-        0.0
-    };
+    let ratio = if total.payload_in > 0 { total.wire_in as f64 / total.payload_in as f64 } else { 0.0 };
     report.line(format!(
         "permessage-deflate asked: {}; server agreed: {}; subscribers' wire ÷ payload bytes {ratio:.3} ({} → {} B, {} payload)",
         p.deflate_flag,
@@ -379,10 +311,7 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
         Some(rate) => format!("paced at {rate} msgs/s"),
         None => "unpaced: includes queueing".to_owned(),
     };
-    for (name, samples) in [
-        ("latency", &mut local_latency),
-        ("latency_remote", &mut remote_latency),
-    ] {
+    for (name, samples) in [("latency", &mut local_latency), ("latency_remote", &mut remote_latency)] {
         if samples.is_empty() {
             continue;
         }
@@ -422,14 +351,7 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
     report.field("corrupt", total.corrupt);
     report.field("payload", p.payload.name());
     report.field("deflate", p.deflate_flag.as_str());
-    report.field(
-        "deflate_negotiated",
-        if p.deflate.is_some() {
-            negotiated.describe()
-        } else {
-            "off".into()
-        },
-    );
+    report.field("deflate_negotiated", if p.deflate.is_some() { negotiated.describe() } else { "off".into() });
     report.field("payload_bytes_in", total.payload_in);
     report.field("wire_bytes_in", total.wire_in);
     report.field("ratio_down", round(ratio));
@@ -510,10 +432,7 @@ async fn subscribe_deflate(
                         outcome.corrupt += 1;
                         continue;
                     };
-                    if payloads
-                        .get(seq as usize)
-                        .is_none_or(|p| m.as_bytes() != &p[..])
-                    {
+                    if payloads.get(seq as usize).is_none_or(|p| m.as_bytes() != &p[..]) {
                         outcome.corrupt += 1;
                     }
                     outcome.count(seq, &mut expected);

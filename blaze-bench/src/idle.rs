@@ -51,12 +51,7 @@ pub async fn run(p: IdleParams) -> Result<(), String> {
             Ok(o) => {
                 negotiated.add(o.deflate.as_ref());
                 let mut s = Session::new(o, i, p.deflate.as_ref());
-                match tokio::time::timeout(
-                    Duration::from_secs(10),
-                    exchange(&mut s, p.messages, i, &message),
-                )
-                .await
-                {
+                match tokio::time::timeout(Duration::from_secs(10), exchange(&mut s, p.messages, i, &message)).await {
                     Ok(Ok(())) => held.push(s),
                     Ok(Err(e)) => {
                         failed += 1;
@@ -105,50 +100,31 @@ pub async fn run(p: IdleParams) -> Result<(), String> {
     report.field("size", p.size);
     report.field("payload", p.payload.name());
     report.field("deflate", p.deflate_flag.as_str());
-    report.field(
-        "deflate_negotiated",
-        if p.deflate.is_some() {
-            negotiated.describe()
-        } else {
-            "off".into()
-        },
-    );
+    report.field("deflate_negotiated", if p.deflate.is_some() { negotiated.describe() } else { "off".into() });
     report.field("rss_before_kib", before);
     report.field("rss_after_kib", after);
     report.field("kib_per_conn", round(per_conn));
     report.finish(held.len() as u64, "connection");
     drop(held);
     if failed > 0 {
-        return Err(format!(
-            "{failed} connections failed: {}",
-            first_error.unwrap_or_default()
-        ));
+        return Err(format!("{failed} connections failed: {}", first_error.unwrap_or_default()));
     }
     Ok(())
 }
 
 /// Sends `n` messages one at a time, each awaiting its (identical) echo.
-async fn exchange(
-    s: &mut Session,
-    n: usize,
-    index: usize,
-    message: &impl Fn(usize) -> Message,
-) -> std::io::Result<()> {
+async fn exchange(s: &mut Session, n: usize, index: usize, message: &impl Fn(usize) -> Message) -> std::io::Result<()> {
     let mut events = Vec::new();
     for k in 0..n {
         let m = message(index + k);
-        s.conn
-            .send(m.clone())
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        s.conn.send(m.clone()).map_err(|e| std::io::Error::other(e.to_string()))?;
         s.flush().await?;
         'wait: loop {
             s.process(std::time::Instant::now(), &mut events);
             for event in events.drain(..) {
                 match event {
                     Event::Message(echo) if echo == m => break 'wait,
-                    Event::Message(_) => {
-                        return Err(std::io::Error::other("echo differs from the message sent"))
-                    }
+                    Event::Message(_) => return Err(std::io::Error::other("echo differs from the message sent")),
                     Event::Closed(info) => return Err(closed_error(&info)),
                     _ => {}
                 }

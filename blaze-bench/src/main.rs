@@ -78,21 +78,13 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
     let pid: Option<String> = args.optional("pid")?;
     let needed = |conns: usize| {
         if conns as u64 + 64 > fd_limit {
-            eprintln!(
-                "warning: {conns} connections need more than the open-file limit of {fd_limit}"
-            );
+            eprintln!("warning: {conns} connections need more than the open-file limit of {fd_limit}");
         }
     };
     let deflate_flag: String = args.get("deflate", "off".to_owned())?;
     let deflate = conn::deflate_config(&deflate_flag)?;
-    let payload: payload::Payload = args.get(
-        "payload",
-        if deflate.is_some() {
-            payload::Payload::Json
-        } else {
-            payload::Payload::Fill
-        },
-    )?;
+    let payload: payload::Payload =
+        args.get("payload", if deflate.is_some() { payload::Payload::Json } else { payload::Payload::Fill })?;
     if deflate.is_some() && payload == payload::Payload::Fill {
         eprintln!("warning: --payload fill is one byte repeated: it compresses to almost nothing; use json");
     }
@@ -117,10 +109,7 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
         "fanout" => {
             let subs = args.get("subs", 1000)?;
             needed(subs);
-            let also = args
-                .optional::<String>("also-url")?
-                .map(|u| Target::parse(&u, ca.as_deref()))
-                .transpose()?;
+            let also = args.optional::<String>("also-url")?.map(|u| Target::parse(&u, ca.as_deref())).transpose()?;
             fanout::run(fanout::FanoutParams {
                 target,
                 also,
@@ -158,10 +147,7 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
             let clients = args.get("clients", 32)?;
             needed(clients);
             let drive = match args.optional::<f64>("rate")? {
-                Some(per_client) => chat::Drive::Rate {
-                    per_client,
-                    secs: args.get("secs", 10.0)?,
-                },
+                Some(per_client) => chat::Drive::Rate { per_client, secs: args.get("secs", 10.0)? },
                 None => chat::Drive::Rounds(args.get("rounds", 100)?),
             };
             chat::run(chat::ChatParams {
@@ -174,15 +160,7 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
             })
             .await
         }
-        "connect-rate" => {
-            connect_rate::run(
-                target,
-                args.get("concurrency", 32)?,
-                args.get("secs", 5.0)?,
-                pid,
-            )
-            .await
-        }
+        "connect-rate" => connect_rate::run(target, args.get("concurrency", 32)?, args.get("secs", 5.0)?, pid).await,
         other => Err(format!("unknown subcommand {other:?}\n{USAGE}")),
     }
 }

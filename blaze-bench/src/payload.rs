@@ -63,12 +63,8 @@ impl Payload {
     pub fn echo_variants(self, size: usize) -> Vec<Vec<u8>> {
         match self {
             Payload::Fill => vec![vec![b'x'; size]],
-            Payload::Random => (0..16)
-                .map(|v| random_bytes(size, 0x1234_5678 + v))
-                .collect(),
-            Payload::Json => (0..64)
-                .map(|v| json_text(size, String::from("["), v))
-                .collect(),
+            Payload::Random => (0..16).map(|v| random_bytes(size, 0x1234_5678 + v)).collect(),
+            Payload::Json => (0..64).map(|v| json_text(size, String::from("["), v)).collect(),
         }
     }
 
@@ -93,13 +89,8 @@ impl Payload {
     /// The sequence number of a fan-out message, if it has one.
     pub fn seq_of(self, payload: &[u8]) -> Option<u64> {
         match self {
-            Payload::Fill | Payload::Random => {
-                Some(u64::from_be_bytes(payload.get(..8)?.try_into().ok()?))
-            }
-            Payload::Json => std::str::from_utf8(payload.get(7..JSON_SEQ_END)?)
-                .ok()?
-                .parse()
-                .ok(),
+            Payload::Fill | Payload::Random => Some(u64::from_be_bytes(payload.get(..8)?.try_into().ok()?)),
+            Payload::Json => std::str::from_utf8(payload.get(7..JSON_SEQ_END)?).ok()?.parse().ok(),
         }
     }
 }

@@ -27,9 +27,7 @@ pub fn rss_kib(pid: &str) -> Option<u64> {
 
 /// How many CPUs this process may run on (respects taskset).
 pub fn cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// CPU used by a process between two samples, with the wall time between them.
@@ -41,10 +39,7 @@ pub struct CpuSample {
 
 impl CpuSample {
     pub fn take(pid: &str) -> CpuSample {
-        CpuSample {
-            wall: std::time::Instant::now(),
-            cpu: cpu_time(pid),
-        }
+        CpuSample { wall: std::time::Instant::now(), cpu: cpu_time(pid) }
     }
 
     /// (CPU seconds used, utilization as a fraction of one core) since `self`.

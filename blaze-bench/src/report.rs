@@ -65,32 +65,20 @@ impl Report {
                 "load tool CPU: {:.0}% of {} core(s){}",
                 util * 100.0,
                 cpus(),
-                if saturated {
-                    " — SATURATED: throughput is a lower bound; compare server CPU per op"
-                } else {
-                    ""
-                }
+                if saturated { " — SATURATED: throughput is a lower bound; compare server CPU per op" } else { "" }
             ));
         }
-        let used: Option<Vec<(f64, f64)>> = self
-            .server
-            .iter()
-            .map(|(pid, start)| start.since(&CpuSample::take(pid)))
-            .collect();
+        let used: Option<Vec<(f64, f64)>> =
+            self.server.iter().map(|(pid, start)| start.since(&CpuSample::take(pid))).collect();
         if let Some(used) = used.filter(|u| !u.is_empty()) {
-            let (cpu, util) = used
-                .iter()
-                .fold((0.0, 0.0), |(c, u), (c1, u1)| (c + c1, u + u1));
+            let (cpu, util) = used.iter().fold((0.0, 0.0), |(c, u), (c1, u1)| (c + c1, u + u1));
             let per_op_us = if ops > 0 { cpu * 1e6 / ops as f64 } else { 0.0 };
             self.field("server_cpu_s", round(cpu));
             self.field("server_cpu_util", round(util));
             self.field("server_cpu_us_per_op", round(per_op_us));
             let processes = if used.len() > 1 {
                 let each: Vec<String> = used.iter().map(|(c, _)| format!("{c:.3} s")).collect();
-                self.field(
-                    "server_cpu_s_each",
-                    used.iter().map(|(c, _)| round(*c)).collect::<Vec<_>>(),
-                );
+                self.field("server_cpu_s_each", used.iter().map(|(c, _)| round(*c)).collect::<Vec<_>>());
                 format!(" ({} processes: {})", used.len(), each.join(" + "))
             } else {
                 String::new()
@@ -143,14 +131,8 @@ pub fn progress(
             let elapsed = start.elapsed();
             let now = counter.load(Ordering::Relaxed);
             let done = (elapsed.as_secs_f64() / total.as_secs_f64()).min(1.0);
-            let bar: String = (0..30)
-                .map(|i| if (i as f64) < done * 30.0 { '#' } else { '.' })
-                .collect();
-            eprint!(
-                "\r[{label}] [{bar}] {:>4.0}s  {:>12} {unit}/s ",
-                elapsed.as_secs_f64(),
-                now - last
-            );
+            let bar: String = (0..30).map(|i| if (i as f64) < done * 30.0 { '#' } else { '.' }).collect();
+            eprint!("\r[{label}] [{bar}] {:>4.0}s  {:>12} {unit}/s ", elapsed.as_secs_f64(), now - last);
             last = now;
         }
     }))

@@ -22,9 +22,7 @@ pub struct TlsTarget {
 
 impl std::fmt::Debug for TlsTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsTarget")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("TlsTarget").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -34,9 +32,7 @@ impl TlsTarget {
         let mut roots = rustls::RootCertStore::empty();
         match ca {
             Some(path) => {
-                for cert in
-                    CertificateDer::pem_file_iter(path).map_err(|e| format!("--ca {path}: {e}"))?
-                {
+                for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("--ca {path}: {e}"))? {
                     roots
                         .add(cert.map_err(|e| format!("--ca {path}: {e}"))?)
                         .map_err(|e| format!("--ca {path}: {e}"))?;
@@ -51,12 +47,9 @@ impl TlsTarget {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
-            .map_err(|e| format!("{host}: {e}"))?;
-        Ok(TlsTarget {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
-            name,
-        })
+        let name =
+            ServerName::try_from(host.trim_matches(['[', ']']).to_owned()).map_err(|e| format!("{host}: {e}"))?;
+        Ok(TlsTarget { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), name })
     }
 }
 
@@ -71,19 +64,13 @@ impl Stream {
     pub async fn secure(stream: TcpStream, tls: Option<&TlsTarget>) -> io::Result<Stream> {
         match tls {
             None => Ok(Stream::Plain(stream)),
-            Some(t) => Ok(Stream::Tls(Box::new(
-                t.connector.connect(t.name.clone(), stream).await?,
-            ))),
+            Some(t) => Ok(Stream::Tls(Box::new(t.connector.connect(t.name.clone(), stream).await?))),
         }
     }
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -92,11 +79,7 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

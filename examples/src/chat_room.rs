@@ -49,34 +49,16 @@ pub fn route(app: &App) {
                         tokio::spawn(async move {
                             let count = app.cluster_connection_count("/chat").await;
                             let online = count.unwrap_or_else(|_| app.connection_count("/chat"));
-                            let _ = app.broadcast(
-                                "/chat",
-                                Json(Outgoing::Join {
-                                    name: &name,
-                                    online,
-                                }),
-                            );
-                            let _ = app.broadcast(
-                                "/chat",
-                                Json(Outgoing::Message {
-                                    name: &name,
-                                    text: &msg.text,
-                                }),
-                            );
+                            let _ = app.broadcast("/chat", Json(Outgoing::Join { name: &name, online }));
+                            let _ = app.broadcast("/chat", Json(Outgoing::Message { name: &name, text: &msg.text }));
                         });
                         return;
                     }
                     let online = online.connection_count("/chat");
-                    let _ = ws.broadcast(Json(Outgoing::Join {
-                        name: &name,
-                        online,
-                    }));
+                    let _ = ws.broadcast(Json(Outgoing::Join { name: &name, online }));
                 }
                 let name = name_of(ws).unwrap_or(name);
-                let _ = ws.broadcast(Json(Outgoing::Message {
-                    name: &name,
-                    text: &msg.text,
-                }));
+                let _ = ws.broadcast(Json(Outgoing::Message { name: &name, text: &msg.text }));
             })
             .on_close(move |ws, _code, _reason| {
                 if let Some(name) = name_of(ws) {
@@ -85,24 +67,12 @@ pub fn route(app: &App) {
                         tokio::spawn(async move {
                             let count = app.cluster_connection_count("/chat").await;
                             let online = count.unwrap_or_else(|_| app.connection_count("/chat"));
-                            let _ = app.broadcast(
-                                "/chat",
-                                Json(Outgoing::Leave {
-                                    name: &name,
-                                    online,
-                                }),
-                            );
+                            let _ = app.broadcast("/chat", Json(Outgoing::Leave { name: &name, online }));
                         });
                         return;
                     }
                     let online = leaving.connection_count("/chat");
-                    let _ = leaving.broadcast(
-                        "/chat",
-                        Json(Outgoing::Leave {
-                            name: &name,
-                            online,
-                        }),
-                    );
+                    let _ = leaving.broadcast("/chat", Json(Outgoing::Leave { name: &name, online }));
                 }
             }),
     );

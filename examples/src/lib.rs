@@ -11,9 +11,7 @@ pub mod chat_room;
 /// The value after `--name` on the command line.
 pub fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }
 
 #[cfg(feature = "tls")]
@@ -69,11 +67,7 @@ pub async fn listen_tokio(app: &blaze_tokio::App, addr: &str, tls: Option<Tls>) 
 }
 
 /// Serves `app` on async-std at `addr`, over TLS if `tls` is given.
-pub async fn listen_async_std(
-    app: &blaze_async_std::App,
-    addr: &str,
-    tls: Option<Tls>,
-) -> io::Result<()> {
+pub async fn listen_async_std(app: &blaze_async_std::App, addr: &str, tls: Option<Tls>) -> io::Result<()> {
     match tls {
         None => app.listen(addr).await,
         #[cfg(feature = "tls")]

@@ -13,10 +13,7 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
 fn normal() -> Option<CloseFrame> {
-    Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    })
+    Some(CloseFrame { code: CloseCode::Normal, reason: "".into() })
 }
 
 struct Server(Child, u16);
@@ -29,11 +26,7 @@ impl Drop for Server {
 }
 
 fn start() -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(env!("CARGO_BIN_EXE_metrics"))
         .args(["--addr", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "warn")
@@ -42,10 +35,7 @@ fn start() -> Server {
     let server = Server(child, port);
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the example did not start listening"
-        );
+        assert!(Instant::now() < deadline, "the example did not start listening");
         std::thread::sleep(Duration::from_millis(50));
     }
     server
@@ -54,9 +44,7 @@ fn start() -> Server {
 /// Sends `request` as is and reads the whole answer (the server closes).
 fn raw(port: u16, request: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
@@ -65,10 +53,7 @@ fn raw(port: u16, request: &str) -> String {
 
 /// `GET /metrics`, parsed into `name{labels}` → value.
 fn scrape(port: u16) -> HashMap<String, f64> {
-    let response = raw(
-        port,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let response = raw(port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
     body.lines()
@@ -93,10 +78,7 @@ fn scrape_until(port: u16, ok: impl Fn(&HashMap<String, f64>) -> bool) -> HashMa
         if ok(&metrics) {
             return metrics;
         }
-        assert!(
-            Instant::now() < deadline,
-            "metrics never got there: {metrics:#?}"
-        );
+        assert!(Instant::now() < deadline, "metrics never got there: {metrics:#?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -129,68 +111,31 @@ fn websocket_traffic_moves_the_prometheus_counters() {
         &format!("GET /nowhere HTTP/1.1\r\nHost: x\r\n{upgrade}Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"),
     );
     assert!(not_found.starts_with("HTTP/1.1 404"), "{not_found}");
-    let bad = raw(
-        port,
-        &format!("GET /echo HTTP/1.1\r\nHost: x\r\n{upgrade}\r\n"),
-    );
+    let bad = raw(port, &format!("GET /echo HTTP/1.1\r\nHost: x\r\n{upgrade}\r\n"));
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
 
     let metrics = scrape_until(port, |m| {
-        value(
-            m,
-            r#"blaze_connections_closed_total{code="1000",cause="remote"}"#,
-        ) >= 1.0
+        value(m, r#"blaze_connections_closed_total{code="1000",cause="remote"}"#) >= 1.0
             && value(m, "blaze_messages_sent_total") >= 5.0
             && value(m, "blaze_messages_received_total") >= 4.0
     });
-    assert_eq!(
-        value(&metrics, r#"blaze_http_responses_total{status="101"}"#),
-        3.0,
-        "{metrics:#?}"
-    );
-    assert_eq!(
-        value(&metrics, r#"blaze_http_responses_total{status="404"}"#),
-        1.0
-    );
-    assert_eq!(
-        value(&metrics, r#"blaze_http_responses_total{status="400"}"#),
-        1.0
-    );
-    assert_eq!(
-        value(&metrics, r#"blaze_connections_opened_total{route="/echo"}"#),
-        1.0
-    );
-    assert_eq!(
-        value(&metrics, r#"blaze_connections_opened_total{route="/room"}"#),
-        2.0
-    );
-    assert_eq!(
-        value(&metrics, r#"blaze_connections_open{route="/room"}"#),
-        2.0
-    );
-    assert_eq!(
-        value(&metrics, r#"blaze_connections_open{route="/echo"}"#),
-        0.0
-    );
+    assert_eq!(value(&metrics, r#"blaze_http_responses_total{status="101"}"#), 3.0, "{metrics:#?}");
+    assert_eq!(value(&metrics, r#"blaze_http_responses_total{status="404"}"#), 1.0);
+    assert_eq!(value(&metrics, r#"blaze_http_responses_total{status="400"}"#), 1.0);
+    assert_eq!(value(&metrics, r#"blaze_connections_opened_total{route="/echo"}"#), 1.0);
+    assert_eq!(value(&metrics, r#"blaze_connections_opened_total{route="/room"}"#), 2.0);
+    assert_eq!(value(&metrics, r#"blaze_connections_open{route="/room"}"#), 2.0);
+    assert_eq!(value(&metrics, r#"blaze_connections_open{route="/echo"}"#), 0.0);
     assert_eq!(value(&metrics, "blaze_messages_received_total"), 4.0);
     assert_eq!(value(&metrics, "blaze_messages_sent_total"), 5.0);
     assert_eq!(value(&metrics, "blaze_broadcasts_total"), 1.0);
     assert_eq!(value(&metrics, "blaze_broadcast_fanout_sum"), 2.0);
     assert_eq!(value(&metrics, "blaze_broadcast_fanout_count"), 1.0);
-    assert_eq!(
-        value(&metrics, r#"blaze_broadcast_fanout_bucket{le="1"}"#),
-        0.0
-    );
-    assert_eq!(
-        value(&metrics, r#"blaze_broadcast_fanout_bucket{le="10"}"#),
-        1.0
-    );
+    assert_eq!(value(&metrics, r#"blaze_broadcast_fanout_bucket{le="1"}"#), 0.0);
+    assert_eq!(value(&metrics, r#"blaze_broadcast_fanout_bucket{le="10"}"#), 1.0);
     // Client frames carry a 6-byte header (masked, short): 4 messages of 7-11 bytes.
     let received = value(&metrics, "blaze_received_bytes_total");
-    assert!(
-        (4.0 * 6.0 + 7.0 * 4.0..200.0).contains(&received),
-        "{received}"
-    );
+    assert!((4.0 * 6.0 + 7.0 * 4.0..200.0).contains(&received), "{received}");
     let sent = value(&metrics, "blaze_sent_bytes_total");
     assert!(sent >= 5.0 * 2.0 + 7.0 * 5.0, "{sent}");
     let writes = value(&metrics, "blaze_write_calls_total");
@@ -203,9 +148,6 @@ fn websocket_traffic_moves_the_prometheus_counters() {
     while b.read().is_ok() {}
     scrape_until(port, |m| {
         value(m, r#"blaze_connections_open{route="/room"}"#) == 0.0
-            && value(
-                m,
-                r#"blaze_connections_closed_total{code="1000",cause="remote"}"#,
-            ) == 3.0
+            && value(m, r#"blaze_connections_closed_total{code="1000",cause="remote"}"#) == 3.0
     });
 }

@@ -22,9 +22,7 @@ struct User {
 /// Stands in for a real token store.
 fn lookup(token: &str) -> Option<User> {
     match token {
-        "alice-token" => Some(User {
-            name: "Alice".into(),
-        }),
+        "alice-token" => Some(User { name: "Alice".into() }),
         "bob-token" => Some(User { name: "Bob".into() }),
         _ => None,
     }
@@ -32,13 +30,8 @@ fn lookup(token: &str) -> Option<User> {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
-    let addr = std::env::args()
-        .skip_while(|a| a != "--addr")
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8083".into());
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
+    let addr = std::env::args().skip_while(|a| a != "--addr").nth(1).unwrap_or_else(|| "127.0.0.1:8083".into());
     let app = App::new();
     routes(&app);
     println!("auth on ws://{addr}/secure?token=alice-token");
@@ -77,9 +70,7 @@ mod tests {
 
     fn status(result: Result<blaze_tokio::testing::TestClient, ClientError>) -> u16 {
         match result {
-            Err(ClientError::Handshake(
-                blaze_proto::handshake::ClientHandshakeError::Rejected { status, .. },
-            )) => status,
+            Err(ClientError::Handshake(blaze_proto::handshake::ClientHandshakeError::Rejected { status, .. })) => status,
             Err(other) => panic!("expected a rejection, got {other}"),
             Ok(_) => panic!("expected a rejection, got a connection"),
         }

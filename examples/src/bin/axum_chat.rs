@@ -36,10 +36,7 @@ fn router(app: &App) -> Router {
     let stats = app.clone();
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
-        .route(
-            "/api/health",
-            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
-        )
+        .route("/api/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route(
             "/api/stats",
             get(move || {
@@ -58,13 +55,8 @@ fn router(app: &App) -> Router {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
-    let addr = std::env::args()
-        .skip_while(|a| a != "--addr")
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8084".into());
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
+    let addr = std::env::args().skip_while(|a| a != "--addr").nth(1).unwrap_or_else(|| "127.0.0.1:8084".into());
     let app = chat_app();
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("axum + Blaze chat on http://{}", listener.local_addr()?);
@@ -74,12 +66,9 @@ async fn main() -> std::io::Result<()> {
             shutdown.shutdown();
         }
     });
-    axum::serve(
-        listener,
-        router(&app).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(app.shutdown_requested())
-    .await?;
+    axum::serve(listener, router(&app).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(app.shutdown_requested())
+        .await?;
     // axum has stopped; Blaze is closing the chat clients with 1001:
     // wait (up to its 10 s drain timeout) for their on_close.
     for _ in 0..500 {

@@ -26,25 +26,16 @@ use blaze_tokio::{App, Response};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
     let arg = blaze_examples::arg;
     let addr = arg("--addr").unwrap_or_else(|| "127.0.0.1:8080".into());
     let app = App::new();
     if let Some(url) = arg("--redis") {
-        let backplane = blaze_redis::RedisBackplane::connect(&url)
-            .await
-            .map_err(std::io::Error::other)?;
-        println!(
-            "clustered through {url} as node {:016x}",
-            backplane.node_id()
-        );
+        let backplane = blaze_redis::RedisBackplane::connect(&url).await.map_err(std::io::Error::other)?;
+        println!("clustered through {url} as node {:016x}", backplane.node_id());
         app.cluster(backplane);
     }
-    app.get("/", |_req| {
-        Response::with_body(200, "text/html; charset=utf-8", PAGE)
-    });
+    app.get("/", |_req| Response::with_body(200, "text/html; charset=utf-8", PAGE));
     let stats = app.clone();
     app.get("/stats", move |_req| {
         let body = serde_json::json!({
@@ -57,9 +48,6 @@ async fn main() -> std::io::Result<()> {
     });
     blaze_examples::chat_room::route(&app);
     let tls = blaze_examples::tls_from_args();
-    println!(
-        "chat on {}://{addr}",
-        if tls.is_some() { "https" } else { "http" }
-    );
+    println!("chat on {}://{addr}", if tls.is_some() { "https" } else { "http" });
     blaze_examples::listen_tokio(&app, &addr, tls).await
 }

@@ -25,17 +25,12 @@ use blaze_server::{App, Callbacks, CompressionMode, WsConfig};
 fn app() -> App {
     let app = App::new();
     // Benchmarks send more than the 1 MiB defaults allow per message and queue.
-    let mut config = WsConfig::default()
-        .max_message_size(64 << 20)
-        .max_frame_size(64 << 20)
-        .max_backpressure(64 << 20);
+    let mut config = WsConfig::default().max_message_size(64 << 20).max_frame_size(64 << 20).max_backpressure(64 << 20);
     match arg("--deflate").as_deref() {
         None => {}
         Some("shared") => config = config.enable_compression(true).compression_threshold(0),
         Some("dedicated") => {
-            config = config
-                .compression_mode(CompressionMode::Dedicated)
-                .compression_threshold(0);
+            config = config.compression_mode(CompressionMode::Dedicated).compression_threshold(0);
         }
         Some(other) => {
             eprintln!("unknown --deflate {other:?}: use shared or dedicated");
@@ -69,37 +64,26 @@ fn app() -> App {
 }
 
 fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .init();
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
     let addr = arg("--addr").unwrap_or_else(|| "127.0.0.1:9001".into());
     let runtime = arg("--runtime").unwrap_or_else(|| "tokio".into());
     // Built with `--features metrics`: a Prometheus recorder, to measure
     // what counting costs per message (nothing scrapes it).
     #[cfg(feature = "metrics")]
-    let _metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(std::io::Error::other)?;
+    let _metrics =
+        metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().map_err(std::io::Error::other)?;
     let tls = tls_from_args();
     println!("echo server on {}://{addr} ({runtime})", scheme(&tls));
     match runtime.as_str() {
         "tokio" => {
             // One worker: the benchmarks pin each server to one core.
             let threads = arg("--threads").and_then(|t| t.parse().ok()).unwrap_or(1);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
             rt.block_on(async {
                 let app = blaze_tokio::App::from(app());
                 if let Some(url) = arg("--redis") {
-                    let backplane = blaze_redis::RedisBackplane::connect(&url)
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    println!(
-                        "clustered through {url} as node {:016x}",
-                        backplane.node_id()
-                    );
+                    let backplane = blaze_redis::RedisBackplane::connect(&url).await.map_err(std::io::Error::other)?;
+                    println!("clustered through {url} as node {:016x}", backplane.node_id());
                     app.cluster(backplane);
                 }
                 listen_tokio(&app, &addr, tls).await
@@ -113,11 +97,7 @@ fn main() -> std::io::Result<()> {
             if std::env::var_os("ASYNC_STD_THREAD_COUNT").is_none() {
                 std::env::set_var("ASYNC_STD_THREAD_COUNT", "1");
             }
-            async_std::task::block_on(listen_async_std(
-                &blaze_async_std::App::from(app()),
-                &addr,
-                tls,
-            ))
+            async_std::task::block_on(listen_async_std(&blaze_async_std::App::from(app()), &addr, tls))
         }
         other => {
             eprintln!("unknown runtime {other:?}: use tokio or async-std");

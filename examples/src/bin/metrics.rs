@@ -16,27 +16,17 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
-    let addr = std::env::args()
-        .skip_while(|a| a != "--addr")
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
+    let addr = std::env::args().skip_while(|a| a != "--addr").nth(1).unwrap_or_else(|| "127.0.0.1:8080".into());
     let prometheus = PrometheusBuilder::new()
         // Buckets make the fan-out a Prometheus histogram (a summary without).
-        .set_buckets_for_metric(
-            Matcher::Full("blaze_broadcast_fanout".into()),
-            &[1.0, 10.0, 100.0, 1000.0, 10000.0],
-        )
+        .set_buckets_for_metric(Matcher::Full("blaze_broadcast_fanout".into()), &[1.0, 10.0, 100.0, 1000.0, 10000.0])
         .map_err(std::io::Error::other)?
         .install_recorder()
         .map_err(std::io::Error::other)?;
     let app = App::new();
     let handle = prometheus.clone();
-    app.get("/metrics", move |_req| {
-        Response::with_body(200, "text/plain; version=0.0.4", handle.render())
-    });
+    app.get("/metrics", move |_req| Response::with_body(200, "text/plain; version=0.0.4", handle.render()));
     app.ws(
         "/echo",
         Callbacks::new()

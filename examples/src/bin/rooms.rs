@@ -12,20 +12,13 @@ fn room(ws: &WebSocket) -> String {
 }
 
 fn name(ws: &WebSocket) -> String {
-    ws.query("name")
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("player{}", ws.id()))
+    ws.query("name").map(str::to_owned).unwrap_or_else(|| format!("player{}", ws.id()))
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
-    let addr = std::env::args()
-        .skip_while(|a| a != "--addr")
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8082".into());
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
+    let addr = std::env::args().skip_while(|a| a != "--addr").nth(1).unwrap_or_else(|| "127.0.0.1:8082".into());
     let app = App::new();
     routes(&app);
     println!("rooms on ws://{addr}/game/:room_id");
@@ -43,25 +36,16 @@ fn routes(app: &App) {
                 let room = room(ws);
                 ws.join(&room);
                 let players = stats.topic_count(&room);
-                let _ = ws.publish(
-                    &room,
-                    Json(json!({"type": "join", "name": name(ws), "players": players})),
-                );
+                let _ = ws.publish(&room, Json(json!({"type": "join", "name": name(ws), "players": players})));
             })
             .on_message(|ws, text| {
-                let _ = ws.publish(
-                    &room(ws),
-                    Json(json!({"type": "message", "name": name(ws), "text": &*text})),
-                );
+                let _ = ws.publish(&room(ws), Json(json!({"type": "message", "name": name(ws), "text": &*text})));
             })
             .on_close(move |ws, _code, _reason| {
                 // The connection has already left its topics.
                 let room = room(ws);
                 let players = leaving.topic_count(&room);
-                let _ = leaving.publish(
-                    &room,
-                    Json(json!({"type": "leave", "name": name(ws), "players": players})),
-                );
+                let _ = leaving.publish(&room, Json(json!({"type": "leave", "name": name(ws), "players": players})));
             }),
     );
 }
@@ -76,35 +60,22 @@ mod tests {
         let app = App::new();
         routes(&app);
         let mut ann = app.test_client("/game/lobby?name=ann").unwrap();
-        assert_eq!(
-            ann.recv_json::<Value>(),
-            Some(json!({"type": "join", "name": "ann", "players": 1}))
-        );
+        assert_eq!(ann.recv_json::<Value>(), Some(json!({"type": "join", "name": "ann", "players": 1})));
         let mut bob = app.test_client("/game/lobby?name=bob").unwrap();
         let mut cat = app.test_client("/game/arena?name=cat").unwrap();
         let bob_joined = json!({"type": "join", "name": "bob", "players": 2});
         assert_eq!(ann.recv_json::<Value>(), Some(bob_joined.clone()));
         assert_eq!(bob.recv_json::<Value>(), Some(bob_joined));
-        assert_eq!(
-            cat.recv_json::<Value>(),
-            Some(json!({"type": "join", "name": "cat", "players": 1}))
-        );
+        assert_eq!(cat.recv_json::<Value>(), Some(json!({"type": "join", "name": "cat", "players": 1})));
 
         ann.send("gg").unwrap();
         let said = json!({"type": "message", "name": "ann", "text": "gg"});
-        assert_eq!(
-            ann.recv_json::<Value>(),
-            Some(said.clone()),
-            "the sender is in its room too"
-        );
+        assert_eq!(ann.recv_json::<Value>(), Some(said.clone()), "the sender is in its room too");
         assert_eq!(bob.recv_json::<Value>(), Some(said));
         assert_eq!(cat.recv(), None, "another room hears nothing");
 
         bob.close(1000, "bye").unwrap();
-        assert_eq!(
-            ann.recv_json::<Value>(),
-            Some(json!({"type": "leave", "name": "bob", "players": 1}))
-        );
+        assert_eq!(ann.recv_json::<Value>(), Some(json!({"type": "leave", "name": "bob", "players": 1})));
         assert_eq!(cat.recv(), None);
         assert_eq!(app.topic_count("room:lobby"), 1);
         assert_eq!(app.topic_count("room:arena"), 1);
@@ -116,9 +87,6 @@ mod tests {
         routes(&app);
         let mut anon = app.test_client("/game/x").unwrap();
         let joined: Value = anon.recv_json().unwrap();
-        assert!(
-            joined["name"].as_str().unwrap().starts_with("player"),
-            "{joined}"
-        );
+        assert!(joined["name"].as_str().unwrap().starts_with("player"), "{joined}");
     }
 }

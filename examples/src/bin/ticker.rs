@@ -18,13 +18,8 @@ struct Price {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
-    let addr = std::env::args()
-        .skip_while(|a| a != "--addr")
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8081".into());
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
+    let addr = std::env::args().skip_while(|a| a != "--addr").nth(1).unwrap_or_else(|| "127.0.0.1:8081".into());
     let app = App::new();
     routes(&app);
     app.spawn(ticker(app.clone(), TokioRuntime));
@@ -59,15 +54,8 @@ async fn ticker<R: Runtime>(ticker: App, rt: R) {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         price *= 1.0 + ((seed % 2001) as f64 - 1000.0) / 100_000.0;
-        let timestamp_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let update = Price {
-            symbol: "BTC",
-            price: (price * 100.0).round() / 100.0,
-            timestamp_ms,
-        };
+        let timestamp_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let update = Price { symbol: "BTC", price: (price * 100.0).round() / 100.0, timestamp_ms };
         let _ = ticker.broadcast("/market", Json(&update));
         rt.sleep_until(rt.now() + Duration::from_secs(1)).await;
     }
@@ -100,11 +88,7 @@ mod tests {
                 assert!(client.recv().is_none(), "one price per second");
                 last = Some(price);
             }
-            assert_eq!(
-                app.encodings() - encodings,
-                second + 1,
-                "each price framed once for both"
-            );
+            assert_eq!(app.encodings() - encodings, second + 1, "each price framed once for both");
             server.advance(Duration::from_secs(1));
         }
         assert!(last.is_some());
@@ -120,9 +104,6 @@ mod tests {
         raw.write(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n");
         let response = String::from_utf8(raw.read().0).unwrap();
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        assert!(
-            response.ends_with(r#"{"encodings":0,"listeners":1}"#),
-            "{response}"
-        );
+        assert!(response.ends_with(r#"{"encodings":0,"listeners":1}"#), "{response}");
     }
 }
