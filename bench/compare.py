@@ -165,7 +165,41 @@ def scenarios(quick: bool) -> list[dict]:
         dict(key="idle", title=f"Idle: 10,000 connections held {hold} s",
              path="/idle", args=["idle", "--conns", "10000", "--hold", str(hold)],
              metric="kib_per_conn", unit="KiB/conn (server RSS)", op="connection (handshake)", higher=False, timeout=180),
+        dict(key="connect-rate", title=f"Connect rate: 1,000 concurrent connectors, {secs // 2} s",
+             path="/echo", args=["connect-rate", "--concurrency", "1000", "--secs", str(secs // 2)],
+             metric="handshakes_per_s", unit="handshakes/s", op="handshake", higher=True, timeout=secs + 60),
+        # Latency at a fixed offered load well below either server's maximum
+        # (echo 32 B peaks at ~300k msgs/s here, fan-out at ~1M deliveries/s).
+        dict(key="echo-latency", title=f"Echo round trip at a fixed load: 100 connections × 500 msgs/s (50k msgs/s), 32 B, {secs} s",
+             path="/echo", args=["echo", "--conns", "100", "--size", "32", "--rate", "500", "--secs", str(secs)],
+             metric="rtt.p99_us", unit="µs p99 round trip", op="message", higher=False, timeout=secs + 60),
+        dict(key="fanout-latency", title="Fan-out delivery latency at a fixed load: 1,000 subscribers × 100 broadcasts/s (100k deliveries/s), 32 B",
+             path="/broadcast", args=["fanout", "--subs", "1000", "--msgs", "100" if quick else "500", "--rate", "100", "--timeout", "60"],
+             metric="latency.p99_us", unit="µs p99 delivery", op="delivery", higher=False, timeout=150),
+        # Many publishers (Bun's bench/websocket-server shape): every client
+        # sends, then waits for the round's message from every other.
+        dict(key="chat-32", title="Many publishers: 32 clients, each round every client sends 32 B and waits for all 32",
+             path="/broadcast", args=["chat", "--clients", "32", "--rounds", "200" if quick else "1000"],
+             metric="deliveries_per_s", unit="deliveries/s", op="delivery", higher=True, timeout=150),
+        # Rooms need the contract's /room/NAME: the Blaze echo example and the Bun peer.
+        dict(key="chat-rooms", title=f"Chat rooms: 1,000 clients in 10 rooms, each sends 5 msgs/s (500k deliveries/s), 32 B, {secs} s",
+             path="/room", args=["chat", "--clients", "1000", "--rooms", "10", "--rate", "5", "--secs", str(secs)],
+             metric="latency.p99_us", unit="µs p99 delivery", op="delivery", higher=False, timeout=secs + 90,
+             servers=["blaze", UWS]),
     ]
+
+
+def scale_scenarios(quick: bool) -> list[dict]:
+    """`--set scale`: fan-out CPU per delivery as the audience grows (the
+    open-file limit here is 20,000, so 19,000 is the top)."""
+    out = []
+    for subs in (1000, 5000, 10000, 19000):
+        msgs = max(10 if quick else 50, 1_000_000 // subs // (5 if quick else 1))
+        out.append(dict(key=f"fanout-{subs // 1000}k", title=f"Fan-out: {subs:,} subscribers × {msgs} messages of 32 B",
+                        path="/broadcast", args=["fanout", "--subs", str(subs), "--msgs", str(msgs), "--timeout", "90"],
+                        metric="deliveries_per_s", unit="deliveries/s", op="delivery", higher=True, timeout=240,
+                        servers=["blaze (tokio)", UWS]))
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -320,6 +354,14 @@ def load_snapshot() -> str:
 # Summaries
 
 
+def metric_of(result: dict, metric: str):
+    """A field of blaze-bench's JSON line; `rtt.p99_us` reaches into an object."""
+    value = result
+    for part in metric.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
@@ -331,7 +373,7 @@ def summarize(rows: list[dict], scs: list[dict], servers: list[str]) -> dict:
         for name in servers:
             runs = [r for r in rows if r["scenario_key"] == sc["key"] and r["server"] == name]
             good = [r for r in runs if r["ok"] and r["result"]]
-            vals = [float(r["result"].get(sc["metric"], 0.0)) for r in good]
+            vals = [float(metric_of(r["result"], sc["metric"]) or 0.0) for r in good]
             cpu = [float(r["result"]["server_cpu_us_per_op"]) for r in good if "server_cpu_us_per_op" in r["result"]]
             sat = sum(1 for r in good if r["result"].get("client_saturated"))
             util = [float(r["result"]["server_cpu_util"]) for r in good if "server_cpu_util" in r["result"]]
@@ -448,6 +490,11 @@ def targets(summary: dict) -> str:
     check("fan-out 10,000 subs: deliveries/s and CPU/delivery level with uWebSockets (Bun)", vs_uws("fanout-10k", "deliveries/s", True))
     check("fan-out 1,000 subs: ahead of uWebSockets (Bun)", vs_uws("fanout-1k", "deliveries/s", True))
     check("idle memory ≤ uWebSockets (Bun)", vs_uws("idle", "KiB/conn", False))
+    check("connect rate ≥ uWebSockets (Bun)", vs_uws("connect-rate", "handshakes/s", True))
+    check("echo round trip p99 at a fixed load ≤ uWebSockets (Bun)", vs_uws("echo-latency", "p99", False))
+    check("fan-out delivery p99 at a fixed load ≤ uWebSockets (Bun)", vs_uws("fanout-latency", "p99", False))
+    check("many publishers (32 clients): deliveries/s ≥ uWebSockets (Bun), CPU/delivery ≤", vs_uws("chat-32", "deliveries/s", True))
+    check("chat rooms at a fixed load: delivery p99 ≤ uWebSockets (Bun)", vs_uws("chat-rooms", "p99", False))
     return "\n".join(lines)
 
 
@@ -544,7 +591,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short runs, 1 repetition (a smoke run)")
     ap.add_argument("--reps", type=int, help="repetitions per scenario and server (default 3, 1 with --quick)")
     ap.add_argument("--servers", help="comma-separated subset of: " + ", ".join(n for n, _, _ in SERVERS))
-    ap.add_argument("--scenarios", help="comma-separated subset of: echo-small, echo-64k, fanout-1k, fanout-10k, idle")
+    ap.add_argument("--scenarios", help="comma-separated subset of: echo-small, echo-64k, fanout-1k, fanout-10k, idle, connect-rate, echo-latency, fanout-latency, chat-32, chat-rooms")
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH [ARGS]",
                     help="one more server, e.g. 'blaze-before=/tmp/echo-old --runtime tokio' (repeatable)")
     ap.add_argument("--md", action="store_true", help="write BENCHMARKS.md even with --quick")
@@ -552,15 +599,16 @@ def main() -> int:
     ap.add_argument("--keep-cc", action="store_true", help="leave TCP congestion control as it is")
     ap.add_argument("--md-path", default=str(ROOT / "BENCHMARKS.md"), help="the Markdown file to update")
     ap.add_argument("--results", default=str(ROOT / "bench" / "results"), help="output folder")
-    ap.add_argument("--set", choices=["servers", "deflate"], default="servers",
-                    help="scenario set: the default comparison, or the permessage-deflate one (never writes BENCHMARKS.md)")
+    ap.add_argument("--set", choices=["servers", "deflate", "scale"], default="servers",
+                    help="scenario set: the default comparison, the permessage-deflate one, or fan-out at 1k-19k "
+                         "subscribers (the last two never write BENCHMARKS.md)")
     args = ap.parse_args()
     deflate_set = args.set == "deflate"
-    if deflate_set:
+    if args.set != "servers":
         args.no_md = True
 
     reps = args.reps or (1 if args.quick else 3)
-    scs = deflate_scenarios(args.quick) if deflate_set else scenarios(args.quick)
+    scs = {"deflate": deflate_scenarios, "scale": scale_scenarios, "servers": scenarios}[args.set](args.quick)
     if args.scenarios:
         want = args.scenarios.split(",")
         scs = [s for s in scs if s["key"] in want]
@@ -604,7 +652,7 @@ def main() -> int:
 
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    suffix = ("-deflate" if deflate_set else "") + ("-quick" if args.quick else "")
+    suffix = ("" if args.set == "servers" else f"-{args.set}") + ("-quick" if args.quick else "")
     raw_path = results / f"raw{suffix}.jsonl"
     chart_path = results / f"chart{suffix}.svg"
     log_path = results / f"run{suffix}.log"
@@ -653,7 +701,7 @@ def main() -> int:
                         raw.write(json.dumps(row) + "\n")
                         raw.flush()
                         rows.append(row)
-                        val = (row["result"] or {}).get(sc["metric"])
+                        val = metric_of(row["result"] or {}, sc["metric"])
                         cpu = (row["result"] or {}).get("server_cpu_us_per_op")
                         sat = (row["result"] or {}).get("client_saturated")
                         log(f"[{n}/{total}] {sc['key']:<10} rep {rep + 1} {name:<18} "
