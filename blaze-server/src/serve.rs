@@ -189,6 +189,9 @@ async fn accept_and_handle<R: Runtime, T: Transport, A: Acceptor<T>>(
     acceptor: Arc<A>,
 ) {
     let started = rt.now();
+    // Which serve accepted it: an upgrade finishing after that serve's
+    // shutdown began must not register (see `upgrade`).
+    let epoch = app.inner.shutdown.epoch();
     let deadline = blaze_proto::deadline_after(started, app.current_config().handshake_timeout);
     let Accepted { io, remote_addr, local_addr } = accepted;
     let io = match timeout(&rt, deadline, acceptor.accept(io)).await {
@@ -203,7 +206,7 @@ async fn accept_and_handle<R: Runtime, T: Transport, A: Acceptor<T>>(
             return;
         }
     };
-    handle_connection(app, rt, spawner, Accepted { io, remote_addr, local_addr }, guard, started).await
+    handle_connection(app, rt, spawner, Accepted { io, remote_addr, local_addr }, guard, started, epoch).await
 }
 
 /// The HTTP phase of one connection. An upgraded connection continues in a
@@ -215,17 +218,20 @@ async fn handle_connection<R: Runtime, T: Transport>(
     accepted: Accepted<T>,
     guard: TaskGuard,
     started: std::time::Instant,
+    epoch: u64,
 ) {
     let Accepted { io, remote_addr, local_addr } = accepted;
     let ctx = Ctx { remote_addr, local_addr };
     let mut next = Some(HttpConn { io, buf: BytesMut::with_capacity(1024), served: 0, guard });
     while let Some(conn) = next.take() {
-        handle_request(app.clone(), rt.clone(), spawner.clone(), conn, ctx, started, &mut next).await;
+        handle_request(app.clone(), rt.clone(), spawner.clone(), conn, ctx, started, epoch, &mut next).await;
     }
 }
 
 /// One request of a connection; a connection kept alive after it comes
-/// back in `next` (see [`crate::keep_alive`]).
+/// back in `next` (see [`crate::keep_alive`]). `epoch`: the shutdown epoch
+/// when it was accepted.
+#[allow(clippy::too_many_arguments)]
 async fn handle_request<R: Runtime, T: Transport>(
     app: App,
     rt: R,
@@ -233,6 +239,7 @@ async fn handle_request<R: Runtime, T: Transport>(
     conn: HttpConn<T>,
     ctx: Ctx,
     started: std::time::Instant,
+    epoch: u64,
     next: &mut Option<HttpConn<T>>,
 ) {
     let HttpConn { mut io, mut buf, served, guard } = conn;
@@ -281,7 +288,7 @@ async fn handle_request<R: Runtime, T: Transport>(
     }
     match (ws_route, http_route) {
         (Some((route, params)), _) if is_upgrade => {
-            upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard, reader.poll_timeout()).await
+            upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard, reader.poll_timeout(), epoch).await
         }
         (_, Some((route, params))) => {
             // Plain routes have no config of their own: the app's proxies.
@@ -295,7 +302,7 @@ async fn handle_request<R: Runtime, T: Transport>(
         }
         // A WebSocket route asked for without an upgrade: 426.
         (Some((route, params)), None) => {
-            upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard, reader.poll_timeout()).await
+            upgrade(app, rt, spawner, io, buf, request, &route, params, ctx, guard, reader.poll_timeout(), epoch).await
         }
         (None, None) if path_matched => respond_and_close(&rt, &mut io, Response::text(405, "method not allowed")).await,
         (None, None) => respond_and_close(&rt, &mut io, Response::text(404, "not found")).await,
@@ -334,8 +341,8 @@ async fn upgrade<R: Runtime, T: Transport>(
     ctx: Ctx,
     guard: TaskGuard,
     deadline: std::time::Instant,
+    epoch: u64,
 ) {
-    let epoch = app.inner.shutdown.epoch();
     if !route.async_guards.is_empty() && !crate::async_admission::is_upgrade(&request) {
         // A plain request to the route: its async guards may answer it
         // (a page); if they accept, it is still not an upgrade (426).
@@ -365,6 +372,17 @@ async fn upgrade<R: Runtime, T: Transport>(
         Ok(handshake) => handshake,
         Err(response) => return respond_and_close(&rt, &mut io, response).await,
     };
+    let shutdown = &app.inner.shutdown;
+    if shutdown.is_triggered() || shutdown.fired_since(epoch) {
+        // The serve that accepted this connection is draining or has
+        // returned (its drain found nothing to close: this was still being
+        // read or judged). Registered now, it would outlive that serve
+        // (found by the server fuzz target: a request completing after the
+        // drain, from a client that never reads its 101). Answer as every
+        // request during shutdown is answered; dropping `handshake` gives
+        // its admission back.
+        return respond_and_close(&rt, &mut io, shutting_down()).await;
+    }
     let response = handshake.response.to_bytes();
     // Registered before the 101 goes out, so a client holding its 101 is
     // in every broadcast made after (found by a broadcast right after a
@@ -375,7 +393,6 @@ async fn upgrade<R: Runtime, T: Transport>(
     if !matches!(timeout(&rt, deadline, write_all(&mut io, &response)).await, Some(Ok(()))) {
         return;
     }
-    let shutdown = &app.inner.shutdown;
     if shutdown.fired_since(epoch) && !shutdown.is_triggered() {
         // A whole shutdown began and ended while the 101 was being written
         // (serve has returned): no connection may outlive it, so the
