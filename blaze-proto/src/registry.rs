@@ -3,6 +3,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// A connection's id, unique for the life of a server.
@@ -15,12 +16,41 @@ impl std::fmt::Display for ConnId {
     }
 }
 
+/// Hashes a [`ConnId`] with one multiply. Ids are the server's own
+/// counter, never chosen by a peer, so SipHash's resistance to crafted
+/// keys buys nothing here, and it cost ~150 instructions per lookup: 16%
+/// of a many-publisher broadcast walk (BENCHMARKS.md, issue 13). Keys a
+/// peer can choose (paths, topics) keep the default hasher.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: an odd multiplier spreads a counter over the
+        // high bits (hashbrown's tag) while keeping the low bits distinct.
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by connection id, hashed with [`IdHasher`].
+type IdMap<V> = HashMap<ConnId, V, BuildHasherDefault<IdHasher>>;
+
 /// A set of ids with O(1) insert and remove that iterates a dense `Vec`
 /// (fan-out walks it for every broadcast, so iteration must be fast).
 #[derive(Debug, Default, Clone)]
 pub struct IdSet {
     ids: Vec<ConnId>,
-    positions: HashMap<ConnId, usize>,
+    positions: IdMap<usize>,
 }
 
 impl IdSet {
@@ -91,14 +121,14 @@ struct Member<V> {
 /// ```
 #[derive(Debug)]
 pub struct Registry<V> {
-    members: HashMap<ConnId, Member<V>>,
+    members: IdMap<Member<V>>,
     paths: HashMap<Arc<str>, IdSet>,
     topics: HashMap<Arc<str>, IdSet>,
 }
 
 impl<V> Default for Registry<V> {
     fn default() -> Self {
-        Registry { members: HashMap::new(), paths: HashMap::new(), topics: HashMap::new() }
+        Registry { members: IdMap::default(), paths: HashMap::new(), topics: HashMap::new() }
     }
 }
 
