@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Barrier;
 
 use crate::conn::{open, Target};
-use crate::report::{percentiles, progress, round, Report};
+use crate::report::{progress, round, Report};
 
 const HEADER: usize = 16;
 
@@ -181,12 +181,7 @@ pub async fn run(p: ChatParams) -> Result<(), String> {
         "{} clients in {} room(s), {how}, {} B: {sent} messages sent, {} deliveries, {rate:.0} deliveries/s over {span:.3} s",
         p.clients, p.rooms, p.size, total.received
     ));
-    let samples = total.latencies.len();
-    let pct = percentiles(&mut total.latencies);
-    report.line(format!(
-        "delivery latency (sender's write → receiver's read; {samples} samples): p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
-        pct["p50_us"], pct["p99_us"], pct["p999_us"], pct["max_us"]
-    ));
+    report.latency("latency", "delivery latency (sender's write → receiver's read)", &mut total.latencies);
     let errors = missing + total.duplicated + total.reordered + total.foreign;
     if errors > 0 {
         report.line(format!(
@@ -211,7 +206,6 @@ pub async fn run(p: ChatParams) -> Result<(), String> {
     report.field("deliveries", total.received);
     report.field("deliveries_per_s", rate.round());
     report.field("span_s", round(span));
-    report.field("latency", pct);
     report.field("missing", missing);
     report.field("duplicated", total.duplicated);
     report.field("reordered", total.reordered);

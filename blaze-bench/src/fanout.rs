@@ -23,7 +23,7 @@ use tokio::sync::Barrier;
 use crate::conn::{client_connection, closed_error, open, Negotiated, Session, Target};
 use crate::payload::Payload;
 use crate::proc::CpuSample;
-use crate::report::{percentiles, progress, round, Report};
+use crate::report::{progress, round, Report};
 
 pub struct FanoutParams {
     pub target: Target,
@@ -315,20 +315,12 @@ pub async fn run(p: FanoutParams) -> Result<(), String> {
         if samples.is_empty() {
             continue;
         }
-        let n = samples.len();
-        let pct = percentiles(samples);
-        let who = if name == "latency" && p.also.is_some() {
-            "same node as the publisher"
-        } else if name == "latency" {
-            "all"
-        } else {
-            "other node"
+        let who = match (name, p.also.is_some()) {
+            ("latency", true) => "same node as the publisher",
+            ("latency", false) => "all",
+            _ => "other node",
         };
-        report.line(format!(
-            "delivery latency ({who}; {pacing}; {n} samples): p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
-            pct["p50_us"], pct["p99_us"], pct["p999_us"], pct["max_us"]
-        ));
-        report.field(name, pct);
+        report.latency(name, &format!("delivery latency ({who}; {pacing})"), samples);
     }
     if let Some(rate) = p.rate {
         report.field("rate", rate);

@@ -52,6 +52,18 @@ impl Report {
         self.lines.push(text.into());
     }
 
+    /// Latency percentiles of `samples` (µs) as field `name` and a line
+    /// "{what}: p50 … p99 …".
+    pub fn latency(&mut self, name: &str, what: &str, samples: &mut [u32]) {
+        let n = samples.len();
+        let pct = percentiles(samples);
+        self.line(format!(
+            "{what} ({n} samples): p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+            pct["p50_us"], pct["p99_us"], pct["p999_us"], pct["max_us"]
+        ));
+        self.field(name, pct);
+    }
+
     /// Prints the summary and the JSON line. `ops` is what CPU per op is
     /// measured against (messages, deliveries, handshakes).
     pub fn finish(mut self, ops: u64, op_name: &str) {
