@@ -42,7 +42,8 @@ pub struct ChatParams {
 
 #[derive(Clone, Copy)]
 pub enum Drive {
-    Rounds(u32),
+    /// K rounds; a round that makes no progress for `stall` fails the run.
+    Rounds { rounds: u32, stall: Duration },
     Rate { per_client: f64, secs: f64 },
 }
 
@@ -57,11 +58,13 @@ struct Shared {
     ready: Barrier,
     /// `Rounds`: the end of each round.
     round_done: Barrier,
-    /// Messages each client has sent (`Rate`), final once `senders_done`
-    /// reaches `clients`.
+    /// Messages each client has sent, final once `senders_done` reaches
+    /// `clients` (`Rate`).
     sent: Vec<AtomicU64>,
     senders_done: AtomicUsize,
     delivered: Arc<AtomicU64>,
+    /// Set when the run is being abandoned (a round stalled, or the
+    /// give-up time passed with messages still missing).
     stop_reading: AtomicBool,
 }
 
@@ -138,7 +141,7 @@ pub async fn run(p: ChatParams) -> Result<(), String> {
         tasks.push(tokio::spawn(client(o.stream, o.leftover, i, shared.clone())));
     }
     let wall = match p.drive {
-        Drive::Rounds(_) => Duration::from_secs(120),
+        Drive::Rounds { .. } => Duration::from_secs(120),
         Drive::Rate { secs, .. } => Duration::from_secs_f64(secs),
     };
     let ticker = progress("chat", wall, shared.delivered.clone(), "delivery");
@@ -174,7 +177,7 @@ pub async fn run(p: ChatParams) -> Result<(), String> {
     let sent: u64 = shared.sent.iter().map(|s| s.load(Ordering::Relaxed)).sum();
     let missing = total.expected.saturating_sub(total.received);
     let how = match p.drive {
-        Drive::Rounds(k) => format!("{k} rounds"),
+        Drive::Rounds { rounds, .. } => format!("{rounds} rounds"),
         Drive::Rate { per_client, secs } => format!("{per_client} msgs/s per client for {secs} s"),
     };
     report.line(format!(
@@ -196,7 +199,7 @@ pub async fn run(p: ChatParams) -> Result<(), String> {
     report.field("rooms", p.rooms);
     report.field("size", p.size);
     match p.drive {
-        Drive::Rounds(k) => report.field("rounds", k),
+        Drive::Rounds { rounds, .. } => report.field("rounds", rounds),
         Drive::Rate { per_client, secs } => {
             report.field("rate_per_client", per_client);
             report.field("secs", secs);
@@ -222,7 +225,9 @@ async fn client(mut stream: crate::tls::Stream, leftover: BytesMut, me: usize, s
     let (reader, mut writer) = tokio::io::split(&mut stream);
     let mut outcome = Outcome::default();
     let result = match shared.drive {
-        Drive::Rounds(rounds) => by_rounds(reader, &mut writer, leftover, me, rounds, &shared, &mut outcome).await,
+        Drive::Rounds { rounds, stall } => {
+            by_rounds(reader, &mut writer, leftover, me, rounds, stall, &shared, &mut outcome).await
+        }
         Drive::Rate { per_client, secs } => {
             let send = async {
                 let period = Duration::from_secs_f64(1.0 / per_client);
@@ -323,19 +328,20 @@ fn take_frames(
     Ok(counted)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn by_rounds(
     mut reader: impl AsyncReadExt + Unpin,
     writer: &mut (impl AsyncWriteExt + Unpin),
     mut buf: BytesMut,
     me: usize,
     rounds: u32,
+    stall: Duration,
     shared: &Shared,
     o: &mut Outcome,
 ) -> std::io::Result<()> {
     let mut decoder = FrameDecoder::new(Role::Client, usize::MAX);
     let mut order = Order::new(shared, me);
     let per_round = shared.room_size(shared.room_of(me)) as u64;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     for round in 0..rounds {
         writer.write_all(&shared.message(me, round)).await?;
         shared.sent[me].store(round as u64 + 1, Ordering::Relaxed);
@@ -343,15 +349,27 @@ async fn by_rounds(
         take_frames(&mut buf, &mut decoder, &mut order, me, shared, o, Instant::now())?;
         while o.received < want {
             buf.reserve(16 * 1024);
-            match tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)).await {
+            match tokio::time::timeout(stall, reader.read_buf(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(Ok(_)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("round {round}"))),
+                Err(_) => {
+                    // A lost message: this client stops, and so does everyone
+                    // after this round's end (nobody could finish the next).
+                    o.expected = want;
+                    shared.stop_reading.store(true, Ordering::Relaxed);
+                    shared.round_done.wait().await;
+                    let stalled = format!("round {round} stalled for {stall:?}");
+                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, stalled));
+                }
             }
             take_frames(&mut buf, &mut decoder, &mut order, me, shared, o, Instant::now())?;
         }
         shared.round_done.wait().await;
+        if shared.stop_reading.load(Ordering::Relaxed) {
+            o.expected = want;
+            return Ok(());
+        }
     }
     o.expected = per_round * rounds as u64;
     Ok(())

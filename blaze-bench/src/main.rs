@@ -44,6 +44,7 @@ const USAGE: &str = "usage: blaze-bench <echo|fanout|chat|idle|connect-rate> --u
   idle         --conns N (10000) --hold SECS (5) --pid PID [--messages K (0) --size BYTES (256)]
   chat         --clients N (32) --rooms R (1) --size BYTES (32) [--pid PID]
                --rounds K (100): each round every client sends one message and waits for its whole room's
+                 [--timeout S (30): a round with no progress for S seconds fails the run]
                or --rate M --secs D: every client sends M msgs/s for D s; latency p50/p99 reported
                rooms > 1: client i joins PATH/{i % R} (the contract's /room/NAME)
   connect-rate --concurrency C (32) --secs D (5) [--pid PID]
@@ -148,7 +149,10 @@ async fn run(args: Args, fd_limit: u64) -> Result<(), String> {
             needed(clients);
             let drive = match args.optional::<f64>("rate")? {
                 Some(per_client) => chat::Drive::Rate { per_client, secs: args.get("secs", 10.0)? },
-                None => chat::Drive::Rounds(args.get("rounds", 100)?),
+                None => chat::Drive::Rounds {
+                    rounds: args.get("rounds", 100)?,
+                    stall: std::time::Duration::from_secs_f64(args.get("timeout", 30.0)?),
+                },
             };
             chat::run(chat::ChatParams {
                 target,
