@@ -20,7 +20,7 @@ fn contract(drop_every: Option<u64>) -> App {
         let seen = seen.clone();
         Callbacks::new().on_binary(move |ws, data| {
             let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
-            if drop_every.is_some_and(|every| n % every == 0) {
+            if drop_every.is_some_and(|every| n.is_multiple_of(every)) {
                 let _ = ws.broadcast_others(data);
             } else {
                 let _ = ws.broadcast(data);
