@@ -66,6 +66,17 @@ pub(crate) struct DriverLimits {
 }
 
 impl DriverLimits {
+    /// Whether `other` enforces the same limits (see `settings.rs`).
+    pub(crate) fn same_as(&self, other: &DriverLimits) -> bool {
+        self.read_buffer_size == other.read_buffer_size
+            && self.write_buffer_size == other.write_buffer_size
+            && self.read_timeout == other.read_timeout
+            && self.write_timeout == other.write_timeout
+            && self.close_timeout == other.close_timeout
+            && self.rate_limit == other.rate_limit
+            && self.error_replies.same_as(&other.error_replies)
+    }
+
     pub(crate) fn from_config(config: &WsConfig) -> DriverLimits {
         DriverLimits {
             read_buffer_size: config.read_buffer_size.max(256),
@@ -84,11 +95,13 @@ pub(crate) struct Driver<R: Runtime, T: Transport> {
     io: T,
     ws: WebSocket,
     handler: Arc<dyn Handler>,
-    limits: DriverLimits,
+    /// Shared by the connections of one configuration (`settings.rs`).
+    limits: Arc<DriverLimits>,
     read_buf: BytesMut,
     read_closed: bool,
     sleep: Option<(Instant, BoxFuture<()>)>,
-    rate: Option<TokenBucket>,
+    /// Boxed: most routes have no rate limit.
+    rate: Option<Box<TokenBucket>>,
     last_read: Instant,
     write_stalled_since: Option<Instant>,
     /// A flush returned `Pending`: a TLS stream holds written bytes, so the
@@ -153,12 +166,12 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
         io: T,
         ws: WebSocket,
         handler: Arc<dyn Handler>,
-        limits: DriverLimits,
+        limits: Arc<DriverLimits>,
         read_buf: BytesMut,
         release: Option<Release>,
     ) -> Self {
         let now = rt.now();
-        let rate = limits.rate_limit.map(|l| TokenBucket::new(l.per_second, l.burst, now));
+        let rate = limits.rate_limit.map(|l| Box::new(TokenBucket::new(l.per_second, l.burst, now)));
         Driver {
             rt,
             io,
@@ -262,7 +275,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             self.read_closed = true;
             progress = true;
         }
-        if let Some((code, reason)) = inner.pending_close.take() {
+        if let Some((code, reason)) = inner.pending_close.take().map(|b| *b) {
             let _ = inner.conn.close(code, &reason, now);
             progress = true;
         }

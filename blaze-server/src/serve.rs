@@ -19,11 +19,12 @@ use crate::driver::{Driver, DriverLimits};
 use crate::hub::AdmitError;
 use crate::keep_alive::{self, HttpConn};
 use crate::locals::Extensions;
+use crate::info::RequestInfo;
 use crate::handler::panic_message;
 use crate::request::{Guard, Request, Response};
 use crate::admission::{read_or_shutdown, PhaseRead};
 use crate::runtime::{shutdown, timeout, write_all, Accepted, Acceptor, Listener, Plain, Runtime, Transport};
-use crate::socket::{ConnInfo, ConnInner, ConnShared, Spawner, WebSocket};
+use crate::socket::{ConnInner, ConnShared, Spawner, WebSocket};
 
 /// Largest body a plain HTTP route accepts (413 above).
 pub(crate) const MAX_HTTP_BODY: usize = 1 << 20;
@@ -404,7 +405,7 @@ struct HandshakeState {
     handler: Arc<dyn crate::handler::Handler>,
     config: crate::config::WsConfig,
     deflate: Option<(blaze_proto::deflate::DeflateParams, blaze_proto::deflate::DeflateConfig)>,
-    info: ConnInfo,
+    info: RequestInfo,
     locals: Extensions,
 }
 
@@ -417,7 +418,7 @@ pub(crate) struct Judged {
     upgrade: UpgradeRequest,
     handler: Arc<dyn crate::handler::Handler>,
     config: crate::config::WsConfig,
-    route_key: String,
+    route_key: Arc<str>,
     ctx: Ctx,
     locals: Extensions,
 }
@@ -466,7 +467,7 @@ impl Handshake {
         for guard in &route.guards {
             run_guard(guard, &request, &mut locals)?;
         }
-        let route_key = route.pattern.as_str().to_owned();
+        let route_key = route.pattern.key();
         Ok(Judged { request, upgrade, handler: handler.clone(), config, route_key, ctx, locals })
     }
 }
@@ -505,21 +506,20 @@ impl Judged {
         let deflate = config.compression.as_ref().and_then(|c| Some((upgrade.negotiate_deflate(c)?, *c)));
         let extensions = deflate.as_ref().map(|(params, _)| params.to_header());
         let response = upgrade.accept(protocol.as_deref(), extensions.as_deref()).into();
-        let route_key = route_key.as_str();
-        let info = ConnInfo {
-            path: request.path,
-            route: route_key.to_owned(),
-            params: request.params,
-            query: request.query,
-            headers: without_handshake_headers(request.headers),
-            remote_addr: ctx.remote_addr,
-            local_addr: ctx.local_addr,
-            protocol,
-        };
+        let info = RequestInfo::new(
+            route_key.clone(),
+            &request.path,
+            &request.params,
+            &request.query,
+            &without_handshake_headers(request.headers),
+            protocol.as_deref(),
+            ctx.remote_addr,
+            ctx.local_addr,
+        );
         let state = HandshakeState {
             app: app.clone(),
             hub,
-            route: Arc::from(route_key),
+            route: route_key,
             ip,
             handler: handler.clone(),
             config,
@@ -538,7 +538,7 @@ impl Judged {
 pub(crate) struct Registered {
     ws: WebSocket,
     handler: Arc<dyn crate::handler::Handler>,
-    limits: DriverLimits,
+    limits: Arc<DriverLimits>,
     release: Release,
     span: tracing::Span,
     status: u16,
@@ -564,7 +564,8 @@ impl Handshake {
         let id = hub.next_id();
         span.record("id", tracing::field::display(id)).record("route", tracing::field::display(&*route));
         let now = rt.now();
-        let mut conn = Connection::new(Role::Server, config.connection_config(0), now);
+        let (core_config, limits) = app.inner.settings.get(&config);
+        let mut conn = Connection::new(Role::Server, core_config, now);
         if let Some((params, deflate_config)) = &deflate {
             conn.enable_deflate(params, deflate_config);
         }
@@ -591,7 +592,6 @@ impl Handshake {
             // connection outlives `serve` (issue 10).
             let _ = ws.close(CloseCode::GOING_AWAY, "server shutting down");
         }
-        let limits = DriverLimits::from_config(&config);
         task.handshake_done();
         let _metrics = crate::metrics::OpenConnection::new(&route);
         let release = Release { hub, id, route, ip, _metrics, _task: task };
@@ -605,7 +605,7 @@ impl Registered {
     pub(crate) fn run<R: Runtime, T: Transport>(self, rt: R, io: T, leftover: BytesMut) -> WebSocket {
         let Registered { ws, handler, limits, release, span, status } = self;
         crate::metrics::http_response(status);
-        tracing::debug!(id = %ws.id(), path = %ws.shared.info.path, remote = ?ws.shared.info.remote_addr, "connection open");
+        tracing::debug!(id = %ws.id(), path = %ws.shared.info.path(), remote = ?ws.shared.info.remote_addr, "connection open");
         let driver = Driver::new(rt.clone(), io, ws.clone(), handler, limits, leftover, Some(release));
         // A task of its own: the handshake's state (request, route, config)
         // is freed now instead of living as long as the connection.
@@ -701,7 +701,6 @@ fn without_handshake_headers(mut headers: Vec<(String, String)>) -> Vec<(String,
     const HANDSHAKE: [&str; 5] =
         ["upgrade", "connection", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"];
     headers.retain(|(name, _)| !HANDSHAKE.contains(&name.as_str()));
-    headers.shrink_to_fit();
     headers
 }
 

@@ -9,6 +9,7 @@ pub use config::{BackpressurePolicy, Config};
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -95,7 +96,8 @@ pub enum State {
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
+    /// Shared: every connection of a server route holds the same one.
+    config: Arc<Config>,
     state: State,
     decoder: FrameDecoder,
     assembler: Assembler,
@@ -104,7 +106,7 @@ pub struct Connection {
     timers: TimerTable,
     masks: MaskKeys,
     /// The close frame we sent: its code is reported if the peer never answers.
-    sent_close: Option<CloseFrame>,
+    sent_close: Option<Box<CloseFrame>>,
     closed_emitted: bool,
     /// A close started where no `now` was at hand (backpressure inside a
     /// send): the close-handshake timer is armed at the next timeout check,
@@ -119,7 +121,7 @@ pub struct Connection {
     /// The peer broke the protocol: applied (close frame, `Closed`) once the
     /// events that came before it on the wire have been taken, so replies
     /// to them go out before the close frame, in the wire's order.
-    failure: Option<ProtocolError>,
+    failure: Option<Box<ProtocolError>>,
     /// The last `handle_read` stopped at its inflation budget with
     /// complete frames left in the buffer.
     input_paused: bool,
@@ -131,8 +133,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection whose handshake completed at `now`.
-    pub fn new(role: Role, config: Config, now: Instant) -> Connection {
+    /// A connection whose handshake completed at `now`. `config` is a
+    /// [`Config`] or an `Arc<Config>`: a server gives every connection of
+    /// a route the same `Arc`, so an idle connection does not carry a copy
+    /// of it (the mask seed is read here, once).
+    pub fn new(role: Role, config: impl Into<Arc<Config>>, now: Instant) -> Connection {
+        let config = config.into();
         let mut connection = Connection {
             role,
             decoder: FrameDecoder::new(role, config.max_frame_size),
@@ -289,13 +295,13 @@ impl Connection {
     /// Records a protocol error; input stops here.
     fn defer_failure(&mut self, err: ProtocolError) {
         if self.failure.is_none() {
-            self.failure = Some(err);
+            self.failure = Some(Box::new(err));
         }
     }
 
     fn apply_failure(&mut self) {
         if let Some(err) = self.failure.take() {
-            self.fail(err);
+            self.fail(*err);
         }
     }
 
@@ -619,7 +625,7 @@ impl Connection {
     /// close-handshake timer.
     fn start_close(&mut self, frame: CloseFrame) {
         self.queue_control(OpCode::Close, &frame.to_payload());
-        self.sent_close = Some(frame);
+        self.sent_close = Some(Box::new(frame));
         self.state = State::Closing;
         self.timers.stop(Timer::Ping);
         self.timers.stop(Timer::Idle);

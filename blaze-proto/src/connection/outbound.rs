@@ -13,11 +13,9 @@ use bytes::{Buf, Bytes, BytesMut};
 /// cutting one that is half written.
 #[derive(Debug, Default)]
 pub(crate) struct Outbound {
-    chunks: VecDeque<Bytes>,
-    tail: BytesMut,
-    /// Absolute offset (bytes ever queued) where each queued frame ends;
-    /// [`DATA_FRAME`] set on the frames of messages (not control frames).
-    frame_ends: VecDeque<u64>,
+    /// The queues, boxed and made on the first frame: a connection that
+    /// never sent holds none of their headers (idle memory per connection).
+    queues: Option<Box<Queues>>,
     /// Message frames ever queued and their bytes, and how many of those
     /// were written whole: the difference is what was accepted and has not
     /// (yet) reached the transport (see [`Outbound::unsent`]).
@@ -31,9 +29,26 @@ pub(crate) struct Outbound {
     completed_end: u64,
 }
 
+#[derive(Debug, Default)]
+struct Queues {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    /// Absolute offset (bytes ever queued) where each queued frame ends;
+    /// [`DATA_FRAME`] set on the frames of messages (not control frames).
+    frame_ends: VecDeque<u64>,
+}
+
 /// Frames smaller than this are copied into the tail buffer; larger ones
 /// are queued by reference (copying 16 KiB costs about what an iovec does).
 pub(crate) const COPY_THRESHOLD: usize = 16 * 1024;
+
+impl Queues {
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+    }
+}
 
 /// Marks a frame end as a message's (offsets stay far below 2^63).
 const DATA_FRAME: u64 = 1 << 63;
@@ -48,23 +63,30 @@ impl Outbound {
         self.queued_total == self.written_total
     }
 
+    fn queues(&mut self) -> &mut Queues {
+        self.queues.get_or_insert_with(Box::default)
+    }
+
     /// Appends a frame with `encode`, which writes it to the tail buffer.
     pub(crate) fn push_encoded(&mut self, encode: impl FnOnce(&mut BytesMut)) {
-        let before = self.tail.len();
-        encode(&mut self.tail);
-        self.end_frame((self.tail.len() - before) as u64);
+        let tail = &mut self.queues().tail;
+        let before = tail.len();
+        encode(tail);
+        let len = (tail.len() - before) as u64;
+        self.end_frame(len);
     }
 
     /// Appends a frame whose header is encoded by `header` and whose payload
     /// is shared, not copied.
     pub(crate) fn push_with_shared_payload(&mut self, header: impl FnOnce(&mut BytesMut), payload: Bytes) {
-        let before = self.tail.len();
-        header(&mut self.tail);
-        let header_len = self.tail.len() - before;
-        self.seal_tail();
+        let q = self.queues();
+        let before = q.tail.len();
+        header(&mut q.tail);
+        let header_len = q.tail.len() - before;
+        q.seal_tail();
         let len = payload.len();
         if len > 0 {
-            self.chunks.push_back(payload);
+            q.chunks.push_back(payload);
         }
         self.end_frame((header_len + len) as u64);
     }
@@ -76,45 +98,33 @@ impl Outbound {
     /// misses, and together they were 22-37% of a 10,000-subscriber fan-out.)
     pub(crate) fn push_shared(&mut self, frame: &Bytes) {
         let len = frame.len() as u64;
+        let q = self.queues();
         if frame.len() < 256 {
             // Tiny frames cost less copied than as an iovec of their own.
-            self.tail.extend_from_slice(frame);
+            q.tail.extend_from_slice(frame);
         } else {
-            self.seal_tail();
-            self.chunks.push_back(frame.clone());
+            q.seal_tail();
+            q.chunks.push_back(frame.clone());
         }
         self.end_frame(len);
     }
 
-    fn seal_tail(&mut self) {
-        if !self.tail.is_empty() {
-            self.chunks.push_back(self.tail.split().freeze());
-        }
-    }
-
     fn end_frame(&mut self, len: u64) {
         self.queued_total += len;
-        self.frame_ends.push_back(self.queued_total);
+        let end = self.queued_total;
+        self.queues().frame_ends.push_back(end);
     }
 
     /// Marks the frame just queued as a message's, so it is counted by
     /// [`Outbound::unsent`] until written whole.
     pub(crate) fn mark_data(&mut self) {
-        if self.frame_ends.is_empty() {
-            return;
-        }
+        let Some(q) = self.queues.as_mut() else { return };
+        let n = q.frame_ends.len();
+        let start = if n >= 2 { q.frame_ends[n - 2] & !DATA_FRAME } else { self.completed_end };
+        let Some(end) = q.frame_ends.back_mut() else { return };
         self.data_queued += 1;
-        self.data_queued_bytes += self.last_frame_len();
-        if let Some(end) = self.frame_ends.back_mut() {
-            *end |= DATA_FRAME;
-        }
-    }
-
-    fn last_frame_len(&self) -> u64 {
-        let n = self.frame_ends.len();
-        let end = self.frame_ends[n - 1] & !DATA_FRAME;
-        let start = if n >= 2 { self.frame_ends[n - 2] & !DATA_FRAME } else { self.completed_end };
-        end - start
+        self.data_queued_bytes += (*end & !DATA_FRAME) - start;
+        *end |= DATA_FRAME;
     }
 
     /// Messages queued and not yet written whole, and their bytes (frame
@@ -139,7 +149,8 @@ impl Outbound {
     /// Fills `out` with the unsent bytes in order; returns how many slices
     /// it filled.
     pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
-        let parts = self.chunks.iter().map(|c| &c[..]).chain(std::iter::once(&self.tail[..]));
+        let Some(q) = self.queues.as_deref() else { return 0 };
+        let parts = q.chunks.iter().map(|c| &c[..]).chain(std::iter::once(&q.tail[..]));
         let mut n = 0;
         for part in parts.filter(|p| !p.is_empty()) {
             if n == out.len() {
@@ -153,41 +164,43 @@ impl Outbound {
 
     /// The first unsent bytes, for drivers that write one slice at a time.
     pub(crate) fn first_slice(&self) -> &[u8] {
-        self.chunks.front().map(|c| &c[..]).unwrap_or(&self.tail[..])
+        let Some(q) = self.queues.as_deref() else { return &[] };
+        q.chunks.front().map(|c| &c[..]).unwrap_or(&q.tail[..])
     }
 
     /// Marks `n` bytes as written.
     pub(crate) fn advance(&mut self, mut n: usize) {
         n = n.min(self.len());
         self.written_total += n as u64;
+        let Some(q) = self.queues.as_deref_mut() else { return };
         while n > 0 {
-            match self.chunks.front_mut() {
+            match q.chunks.front_mut() {
                 Some(front) if front.len() <= n => {
                     n -= front.len();
-                    self.chunks.pop_front();
+                    q.chunks.pop_front();
                 }
                 Some(front) => {
                     front.advance(n);
                     n = 0;
                 }
                 None => {
-                    self.tail.advance(n);
+                    q.tail.advance(n);
                     n = 0;
                 }
             }
         }
-        while let Some(&tagged) = self.frame_ends.front().filter(|&&end| end & !DATA_FRAME <= self.written_total) {
+        while let Some(&tagged) = q.frame_ends.front().filter(|&&end| end & !DATA_FRAME <= self.written_total) {
             let end = tagged & !DATA_FRAME;
             if tagged & DATA_FRAME != 0 {
                 self.data_written += 1;
                 self.data_written_bytes += end - self.completed_end;
             }
             self.completed_end = end;
-            self.frame_ends.pop_front();
+            q.frame_ends.pop_front();
         }
-        if self.tail.is_empty() && self.tail.capacity() > 64 * 1024 {
+        if q.tail.is_empty() && q.tail.capacity() > 64 * 1024 {
             // Do not let one burst pin a large buffer on an idle connection.
-            self.tail = BytesMut::new();
+            q.tail = BytesMut::new();
         }
     }
 
@@ -197,16 +210,17 @@ impl Outbound {
         // Frames are contiguous, so the front frame starts where the last
         // fully written one ended.
         let front_started = self.written_total > self.completed_end;
-        let keep_until = match self.frame_ends.front() {
+        let Some(q) = self.queues.as_deref_mut() else { return 0 };
+        let keep_until = match q.frame_ends.front() {
             Some(&end) if front_started => end & !DATA_FRAME,
             _ => self.written_total,
         };
         let keep = (keep_until - self.written_total) as usize;
-        let dropped = self.len() - keep;
+        let dropped = (self.queued_total - self.written_total) as usize - keep;
         let mut kept = VecDeque::new();
         let mut remaining = keep;
-        let tail = self.tail.split().freeze();
-        for mut part in self.chunks.drain(..).chain(std::iter::once(tail)) {
+        let tail = q.tail.split().freeze();
+        for mut part in q.chunks.drain(..).chain(std::iter::once(tail)) {
             if remaining == 0 {
                 break;
             }
@@ -214,10 +228,10 @@ impl Outbound {
             remaining -= part.len();
             kept.push_back(part);
         }
-        self.chunks = kept;
-        self.tail = BytesMut::new();
+        q.chunks = kept;
+        q.tail = BytesMut::new();
+        q.frame_ends.retain(|&end| end & !DATA_FRAME <= keep_until);
         self.queued_total = keep_until;
-        self.frame_ends.retain(|&end| end & !DATA_FRAME <= keep_until);
         dropped
     }
 }
