@@ -239,7 +239,7 @@ pub async fn connect_with<R: Runtime, T: Transport>(
     let ws = WebSocket { shared };
     let limits = Arc::new(DriverLimits::from_config(config));
     let driver = Driver::new(rt.clone(), io, ws.clone(), Arc::new(ClientHandler), limits, buf, None);
-    rt.spawn(Box::pin(driver));
+    rt.spawn_unboxed(driver);
     Ok(WsStream::new(ws))
 }
 

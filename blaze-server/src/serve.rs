@@ -594,7 +594,7 @@ impl Handshake {
         }
         task.handshake_done();
         let _metrics = crate::metrics::OpenConnection::new(&route);
-        let release = Release { hub, id, route, ip, _metrics, _task: task };
+        let release = Release { shared: ws.shared.clone(), ip, _metrics, _task: task };
         Registered { ws, handler, limits, release, span, status: self.response.status }
     }
 }
@@ -611,9 +611,9 @@ impl Registered {
         // is freed now instead of living as long as the connection.
         if span.is_disabled() {
             // Filtered out: the driver unwrapped, so its polls pay nothing.
-            rt.spawn(Box::pin(driver));
+            rt.spawn_unboxed(driver);
         } else {
-            rt.spawn(Box::pin(tracing::Instrument::instrument(driver, span)));
+            rt.spawn_unboxed(tracing::Instrument::instrument(driver, span));
         }
         ws
     }
@@ -647,9 +647,9 @@ pub(crate) fn connection_span(remote_addr: Option<SocketAddr>) -> tracing::Span 
 /// Gives back what an upgraded connection holds in the hub when its
 /// driver ends, however it ends (the driver also unregisters at Closed).
 pub(crate) struct Release {
-    hub: Arc<crate::hub::Hub>,
-    id: blaze_proto::ConnId,
-    route: Arc<str>,
+    /// The connection: its hub, id and route (not copied here: every idle
+    /// connection holds this).
+    shared: Arc<ConnShared>,
     ip: Option<std::net::IpAddr>,
     /// The open-connections gauge, down again on drop (feature `metrics`).
     _metrics: crate::metrics::OpenConnection,
@@ -658,8 +658,10 @@ pub(crate) struct Release {
 
 impl Drop for Release {
     fn drop(&mut self) {
-        self.hub.unregister(self.id);
-        self.hub.release(&self.route, self.ip);
+        if let Some(hub) = &self.shared.hub {
+            hub.unregister(self.shared.id);
+            hub.release(self.shared.info.route(), self.ip);
+        }
     }
 }
 
