@@ -102,7 +102,10 @@ pub struct Connection {
     decoder: FrameDecoder,
     assembler: Assembler,
     outbound: Outbound,
-    events: VecDeque<Event>,
+    /// Boxed and made on the first event: an idle connection holds 8
+    /// bytes of it, not a 32-byte `VecDeque` header.
+    #[allow(clippy::box_collection)]
+    events: Option<Box<VecDeque<Event>>>,
     timers: TimerTable,
     masks: MaskKeys,
     /// The close frame we sent: its code is reported if the peer never answers.
@@ -145,8 +148,8 @@ impl Connection {
             assembler: Assembler::new(config.max_message_size, config.max_fragments),
             masks: MaskKeys::new(config.mask_seed),
             outbound: Outbound::default(),
-            events: VecDeque::new(),
-            timers: TimerTable::default(),
+            events: None,
+            timers: TimerTable::new(now),
             state: State::Open,
             sent_close: None,
             closed_emitted: false,
@@ -267,7 +270,7 @@ impl Connection {
         if self.state == State::Closed || self.failure.is_some() {
             buf.clear();
         }
-        if self.events.is_empty() {
+        if self.events_is_empty() {
             self.apply_failure();
         }
     }
@@ -337,6 +340,9 @@ impl Connection {
             self.timers.stop(timer);
             match timer {
                 Timer::Ping => {
+                    // Silent for a whole `ping_interval`: let go of what
+                    // the last burst grew, before the ping reuses any of it.
+                    self.release_idle_buffers();
                     self.queue_control(OpCode::Ping, &[]);
                     self.timers.set_after(Timer::PongDeadline, now, self.config.pong_timeout);
                 }
@@ -377,20 +383,34 @@ impl Connection {
         self.timers.next()
     }
 
+    fn events_is_empty(&self) -> bool {
+        self.events.as_ref().is_none_or(|e| e.is_empty())
+    }
+
+    /// Frees the event queue and the output queues if they are empty: a
+    /// connection keeps what its traffic grew while it is busy (no
+    /// allocation per message), and lets it go once it has been idle.
+    fn release_idle_buffers(&mut self) {
+        if self.events_is_empty() {
+            self.events = None;
+        }
+        self.outbound.release_if_empty();
+    }
+
     /// Whether events wait for [`Connection::poll_event`] (a send refused
     /// under the drop policy queues [`Event::Dropped`]).
     pub fn has_events(&self) -> bool {
-        !self.events.is_empty() || self.failure.is_some()
+        !self.events_is_empty() || self.failure.is_some()
     }
 
     /// The next event, in the order they happened.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        if self.events.is_empty() {
+        if self.events_is_empty() {
             // Every event before the protocol error is taken: now fail.
             self.apply_failure();
         }
-        let event = self.events.pop_front()?;
+        let event = self.events.as_mut()?.pop_front()?;
         self.event_bytes -= event_payload_len(&event);
         Some(event)
     }
@@ -400,12 +420,12 @@ impl Connection {
     /// so a peer whose handler cannot keep up is slowed by TCP instead of
     /// growing the queue.
     pub fn backlog(&self) -> (usize, usize) {
-        (self.events.len(), self.event_bytes)
+        (self.events.as_ref().map_or(0, |e| e.len()), self.event_bytes)
     }
 
     fn push_event(&mut self, event: Event) {
         self.event_bytes += event_payload_len(&event);
-        self.events.push_back(event);
+        self.events.get_or_insert_with(Box::default).push_back(event);
     }
 
     // ---- output ------------------------------------------------------
@@ -566,7 +586,7 @@ impl Connection {
         }
         match self.config.backpressure_policy {
             BackpressurePolicy::Drop => {
-                self.events.push_back(Event::Dropped { len });
+                self.events.get_or_insert_with(Box::default).push_back(Event::Dropped { len });
                 Err(UsageError::Backpressure)
             }
             BackpressurePolicy::Close => {
@@ -700,7 +720,7 @@ impl Connection {
         self.assembler.reset();
         if !self.closed_emitted {
             self.closed_emitted = true;
-            self.events.push_back(Event::Closed(CloseInfo { code, reason, cause }));
+            self.events.get_or_insert_with(Box::default).push_back(Event::Closed(CloseInfo { code, reason, cause }));
         }
     }
 
@@ -809,5 +829,44 @@ mod instant_overflow_tests {
         server.handle_read(&mut wire, later);
         let closed: Vec<Event> = std::iter::from_fn(|| server.poll_event()).collect();
         assert!(matches!(closed.as_slice(), [Event::Closed(info)] if info.code == CloseCode::NORMAL), "{closed:?}");
+    }
+}
+
+#[cfg(test)]
+mod idle_memory_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A connection that went quiet for a `ping_interval` lets go of the
+    /// queues its last burst grew; the heartbeat still goes out, in order.
+    #[test]
+    fn buffers_grown_by_a_burst_are_freed_once_idle() {
+        let now = Instant::now();
+        let config = Config::default().ping_interval(Some(Duration::from_secs(30)));
+        let mut server = Connection::new(Role::Server, config.clone(), now);
+        let mut client = Connection::new(Role::Client, config, now);
+        assert!(server.events.is_none(), "nothing allocated before traffic");
+        for i in 0..8 {
+            client.send(Message::text(format!("m{i}"))).unwrap();
+        }
+        let mut wire = BytesMut::from(client.transmit_bytes());
+        client.advance_transmit(wire.len());
+        server.handle_read(&mut wire, now);
+        while let Some(Event::Message(message)) = server.poll_event() {
+            server.send(message).unwrap();
+        }
+        let n = server.transmit_bytes().len();
+        server.advance_transmit(n);
+        assert!(server.events.is_some(), "kept while busy");
+        server.handle_timeout(now + Duration::from_secs(30));
+        assert!(server.events.is_none());
+        // The ping is the only thing queued (the echoes were written).
+        let mut wire = BytesMut::from(server.transmit_bytes());
+        assert_eq!(&wire[..], &[0x89, 0x00]);
+        server.advance_transmit(wire.len());
+        client.handle_read(&mut wire, now);
+        let events: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
+        assert!(matches!(events.as_slice(), [Event::Ping(_)]), "{events:?}");
     }
 }

@@ -8,14 +8,25 @@ use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+/// Unsent output, boxed and made on the first frame: an idle connection
+/// holds 8 bytes of it, not the ~150 of the queues and their counters
+/// (BENCHMARKS.md, "Idle connections"). Freed again by
+/// [`Outbound::release_if_empty`] once nothing is unsent or unaccounted.
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    queue: Option<Box<Queue>>,
+}
+
 /// Unsent output: `chunks` in order, then `tail`. Frame boundaries are kept
 /// as absolute stream offsets so unsent frames can be discarded without
 /// cutting one that is half written.
 #[derive(Debug, Default)]
-pub(crate) struct Outbound {
-    /// The queues, boxed and made on the first frame: a connection that
-    /// never sent holds none of their headers (idle memory per connection).
-    queues: Option<Box<Queues>>,
+struct Queue {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    /// Absolute offset (bytes ever queued) where each queued frame ends;
+    /// [`DATA_FRAME`] set on the frames of messages (not control frames).
+    frame_ends: VecDeque<u64>,
     /// Message frames ever queued and their bytes, and how many of those
     /// were written whole: the difference is what was accepted and has not
     /// (yet) reached the transport (see [`Outbound::unsent`]).
@@ -29,64 +40,121 @@ pub(crate) struct Outbound {
     completed_end: u64,
 }
 
-#[derive(Debug, Default)]
-struct Queues {
-    chunks: VecDeque<Bytes>,
-    tail: BytesMut,
-    /// Absolute offset (bytes ever queued) where each queued frame ends;
-    /// [`DATA_FRAME`] set on the frames of messages (not control frames).
-    frame_ends: VecDeque<u64>,
-}
-
 /// Frames smaller than this are copied into the tail buffer; larger ones
 /// are queued by reference (copying 16 KiB costs about what an iovec does).
 pub(crate) const COPY_THRESHOLD: usize = 16 * 1024;
-
-impl Queues {
-    fn seal_tail(&mut self) {
-        if !self.tail.is_empty() {
-            self.chunks.push_back(self.tail.split().freeze());
-        }
-    }
-}
 
 /// Marks a frame end as a message's (offsets stay far below 2^63).
 const DATA_FRAME: u64 = 1 << 63;
 
 impl Outbound {
+    fn queue(&mut self) -> &mut Queue {
+        self.queue.get_or_insert_with(Box::default)
+    }
+
     /// Unsent bytes.
     pub(crate) fn len(&self) -> usize {
-        (self.queued_total - self.written_total) as usize
+        self.queue.as_ref().map_or(0, |q| q.len())
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.queued_total == self.written_total
-    }
-
-    fn queues(&mut self) -> &mut Queues {
-        self.queues.get_or_insert_with(Box::default)
+        self.queue.as_ref().is_none_or(|q| q.is_empty())
     }
 
     /// Appends a frame with `encode`, which writes it to the tail buffer.
     pub(crate) fn push_encoded(&mut self, encode: impl FnOnce(&mut BytesMut)) {
-        let tail = &mut self.queues().tail;
-        let before = tail.len();
-        encode(tail);
-        let len = (tail.len() - before) as u64;
-        self.end_frame(len);
+        self.queue().push_encoded(encode);
     }
 
     /// Appends a frame whose header is encoded by `header` and whose payload
     /// is shared, not copied.
     pub(crate) fn push_with_shared_payload(&mut self, header: impl FnOnce(&mut BytesMut), payload: Bytes) {
-        let q = self.queues();
-        let before = q.tail.len();
-        header(&mut q.tail);
-        let header_len = q.tail.len() - before;
-        q.seal_tail();
+        self.queue().push_with_shared_payload(header, payload);
+    }
+
+    /// Appends an already-encoded frame shared with other connections.
+    pub(crate) fn push_shared(&mut self, frame: &Bytes) {
+        self.queue().push_shared(frame);
+    }
+
+    /// Marks the frame just queued as a message's.
+    pub(crate) fn mark_data(&mut self) {
+        if let Some(q) = self.queue.as_mut() {
+            q.mark_data();
+        }
+    }
+
+    /// Messages queued and not yet written whole, and their bytes.
+    pub(crate) fn unsent(&self) -> (u64, u64) {
+        self.queue.as_ref().map_or((0, 0), |q| q.unsent())
+    }
+
+    /// Drops everything unsent; the counts of [`Outbound::unsent`] are kept.
+    pub(crate) fn clear(&mut self) {
+        if let Some(q) = self.queue.as_mut() {
+            q.clear();
+        }
+    }
+
+    /// Frees the queue (and what its buffers grew to) if nothing is unsent:
+    /// its offsets and counts then start again from zero, which changes no
+    /// answer `len` or `unsent` gives.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.is_empty() && self.unsent() == (0, 0) {
+            self.queue = None;
+        }
+    }
+
+    /// Fills `out` with the unsent bytes in order.
+    pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.slices(out))
+    }
+
+    /// The first unsent bytes.
+    pub(crate) fn first_slice(&self) -> &[u8] {
+        self.queue.as_ref().map_or(&[], |q| q.first_slice())
+    }
+
+    /// Marks `n` bytes as written.
+    pub(crate) fn advance(&mut self, n: usize) {
+        if let Some(q) = self.queue.as_mut() {
+            q.advance(n);
+        }
+    }
+
+    /// Drops every frame not yet started; returns the bytes dropped.
+    pub(crate) fn discard_unstarted(&mut self) -> usize {
+        self.queue.as_mut().map_or(0, |q| q.discard_unstarted())
+    }
+}
+
+impl Queue {
+    /// Unsent bytes.
+    fn len(&self) -> usize {
+        (self.queued_total - self.written_total) as usize
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queued_total == self.written_total
+    }
+
+    /// Appends a frame with `encode`, which writes it to the tail buffer.
+    fn push_encoded(&mut self, encode: impl FnOnce(&mut BytesMut)) {
+        let before = self.tail.len();
+        encode(&mut self.tail);
+        self.end_frame((self.tail.len() - before) as u64);
+    }
+
+    /// Appends a frame whose header is encoded by `header` and whose payload
+    /// is shared, not copied.
+    fn push_with_shared_payload(&mut self, header: impl FnOnce(&mut BytesMut), payload: Bytes) {
+        let before = self.tail.len();
+        header(&mut self.tail);
+        let header_len = self.tail.len() - before;
+        self.seal_tail();
         let len = payload.len();
         if len > 0 {
-            q.chunks.push_back(payload);
+            self.chunks.push_back(payload);
         }
         self.end_frame((header_len + len) as u64);
     }
@@ -96,61 +164,72 @@ impl Outbound {
     /// count. (A clone and drop per receiver were two locked instructions
     /// on one shared counter; each waits for the previous receiver's cache
     /// misses, and together they were 22-37% of a 10,000-subscriber fan-out.)
-    pub(crate) fn push_shared(&mut self, frame: &Bytes) {
+    fn push_shared(&mut self, frame: &Bytes) {
         let len = frame.len() as u64;
-        let q = self.queues();
         if frame.len() < 256 {
             // Tiny frames cost less copied than as an iovec of their own.
-            q.tail.extend_from_slice(frame);
+            self.tail.extend_from_slice(frame);
         } else {
-            q.seal_tail();
-            q.chunks.push_back(frame.clone());
+            self.seal_tail();
+            self.chunks.push_back(frame.clone());
         }
         self.end_frame(len);
     }
 
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+    }
+
     fn end_frame(&mut self, len: u64) {
         self.queued_total += len;
-        let end = self.queued_total;
-        self.queues().frame_ends.push_back(end);
+        self.frame_ends.push_back(self.queued_total);
     }
 
     /// Marks the frame just queued as a message's, so it is counted by
     /// [`Outbound::unsent`] until written whole.
-    pub(crate) fn mark_data(&mut self) {
-        let Some(q) = self.queues.as_mut() else { return };
-        let n = q.frame_ends.len();
-        let start = if n >= 2 { q.frame_ends[n - 2] & !DATA_FRAME } else { self.completed_end };
-        let Some(end) = q.frame_ends.back_mut() else { return };
+    fn mark_data(&mut self) {
+        if self.frame_ends.is_empty() {
+            return;
+        }
         self.data_queued += 1;
-        self.data_queued_bytes += (*end & !DATA_FRAME) - start;
-        *end |= DATA_FRAME;
+        self.data_queued_bytes += self.last_frame_len();
+        if let Some(end) = self.frame_ends.back_mut() {
+            *end |= DATA_FRAME;
+        }
+    }
+
+    fn last_frame_len(&self) -> u64 {
+        let n = self.frame_ends.len();
+        let end = self.frame_ends[n - 1] & !DATA_FRAME;
+        let start = if n >= 2 { self.frame_ends[n - 2] & !DATA_FRAME } else { self.completed_end };
+        end - start
     }
 
     /// Messages queued and not yet written whole, and their bytes (frame
     /// headers included). Once the connection is finished, these never
     /// will be: they were lost.
-    pub(crate) fn unsent(&self) -> (u64, u64) {
+    fn unsent(&self) -> (u64, u64) {
         (self.data_queued - self.data_written, self.data_queued_bytes - self.data_written_bytes)
     }
 
     /// Drops everything unsent (the transport is gone); the counts of
     /// [`Outbound::unsent`] are kept.
-    pub(crate) fn clear(&mut self) {
-        *self = Outbound {
+    fn clear(&mut self) {
+        *self = Queue {
             data_queued: self.data_queued,
             data_queued_bytes: self.data_queued_bytes,
             data_written: self.data_written,
             data_written_bytes: self.data_written_bytes,
-            ..Outbound::default()
+            ..Queue::default()
         };
     }
 
     /// Fills `out` with the unsent bytes in order; returns how many slices
     /// it filled.
-    pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
-        let Some(q) = self.queues.as_deref() else { return 0 };
-        let parts = q.chunks.iter().map(|c| &c[..]).chain(std::iter::once(&q.tail[..]));
+    fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        let parts = self.chunks.iter().map(|c| &c[..]).chain(std::iter::once(&self.tail[..]));
         let mut n = 0;
         for part in parts.filter(|p| !p.is_empty()) {
             if n == out.len() {
@@ -163,64 +242,61 @@ impl Outbound {
     }
 
     /// The first unsent bytes, for drivers that write one slice at a time.
-    pub(crate) fn first_slice(&self) -> &[u8] {
-        let Some(q) = self.queues.as_deref() else { return &[] };
-        q.chunks.front().map(|c| &c[..]).unwrap_or(&q.tail[..])
+    fn first_slice(&self) -> &[u8] {
+        self.chunks.front().map(|c| &c[..]).unwrap_or(&self.tail[..])
     }
 
     /// Marks `n` bytes as written.
-    pub(crate) fn advance(&mut self, mut n: usize) {
+    fn advance(&mut self, mut n: usize) {
         n = n.min(self.len());
         self.written_total += n as u64;
-        let Some(q) = self.queues.as_deref_mut() else { return };
         while n > 0 {
-            match q.chunks.front_mut() {
+            match self.chunks.front_mut() {
                 Some(front) if front.len() <= n => {
                     n -= front.len();
-                    q.chunks.pop_front();
+                    self.chunks.pop_front();
                 }
                 Some(front) => {
                     front.advance(n);
                     n = 0;
                 }
                 None => {
-                    q.tail.advance(n);
+                    self.tail.advance(n);
                     n = 0;
                 }
             }
         }
-        while let Some(&tagged) = q.frame_ends.front().filter(|&&end| end & !DATA_FRAME <= self.written_total) {
+        while let Some(&tagged) = self.frame_ends.front().filter(|&&end| end & !DATA_FRAME <= self.written_total) {
             let end = tagged & !DATA_FRAME;
             if tagged & DATA_FRAME != 0 {
                 self.data_written += 1;
                 self.data_written_bytes += end - self.completed_end;
             }
             self.completed_end = end;
-            q.frame_ends.pop_front();
+            self.frame_ends.pop_front();
         }
-        if q.tail.is_empty() && q.tail.capacity() > 64 * 1024 {
+        if self.tail.is_empty() && self.tail.capacity() > 64 * 1024 {
             // Do not let one burst pin a large buffer on an idle connection.
-            q.tail = BytesMut::new();
+            self.tail = BytesMut::new();
         }
     }
 
     /// Drops every frame not yet started; a frame half written is kept
     /// whole so the stream stays well framed. Returns the bytes dropped.
-    pub(crate) fn discard_unstarted(&mut self) -> usize {
+    fn discard_unstarted(&mut self) -> usize {
         // Frames are contiguous, so the front frame starts where the last
         // fully written one ended.
         let front_started = self.written_total > self.completed_end;
-        let Some(q) = self.queues.as_deref_mut() else { return 0 };
-        let keep_until = match q.frame_ends.front() {
+        let keep_until = match self.frame_ends.front() {
             Some(&end) if front_started => end & !DATA_FRAME,
             _ => self.written_total,
         };
         let keep = (keep_until - self.written_total) as usize;
-        let dropped = (self.queued_total - self.written_total) as usize - keep;
+        let dropped = self.len() - keep;
         let mut kept = VecDeque::new();
         let mut remaining = keep;
-        let tail = q.tail.split().freeze();
-        for mut part in q.chunks.drain(..).chain(std::iter::once(tail)) {
+        let tail = self.tail.split().freeze();
+        for mut part in self.chunks.drain(..).chain(std::iter::once(tail)) {
             if remaining == 0 {
                 break;
             }
@@ -228,10 +304,10 @@ impl Outbound {
             remaining -= part.len();
             kept.push_back(part);
         }
-        q.chunks = kept;
-        q.tail = BytesMut::new();
-        q.frame_ends.retain(|&end| end & !DATA_FRAME <= keep_until);
+        self.chunks = kept;
+        self.tail = BytesMut::new();
         self.queued_total = keep_until;
+        self.frame_ends.retain(|&end| end & !DATA_FRAME <= keep_until);
         dropped
     }
 }
@@ -244,6 +320,25 @@ mod tests {
         let mut slices = [IoSlice::new(&[]); 16];
         let n = out.slices(&mut slices);
         slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn released_when_empty_and_accounted() {
+        let mut out = Outbound::default();
+        assert!(out.queue.is_none());
+        out.push_encoded(|b| b.extend_from_slice(b"ab"));
+        out.mark_data();
+        out.release_if_empty();
+        assert_eq!(out.unsent(), (1, 2), "kept while unsent");
+        out.advance(2);
+        out.release_if_empty();
+        assert!(out.queue.is_none());
+        assert_eq!((out.len(), out.unsent()), (0, (0, 0)));
+        out.push_encoded(|b| b.extend_from_slice(b"cd"));
+        out.mark_data();
+        out.clear();
+        out.release_if_empty();
+        assert_eq!(out.unsent(), (1, 2), "lost messages stay counted after clear");
     }
 
     #[test]
