@@ -383,6 +383,7 @@ impl Connection {
         self.timers.next()
     }
 
+    #[inline]
     fn events_is_empty(&self) -> bool {
         self.events.as_ref().is_none_or(|e| e.is_empty())
     }
@@ -405,6 +406,7 @@ impl Connection {
 
     /// The next event, in the order they happened.
     #[must_use]
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
         if self.events_is_empty() {
             // Every event before the protocol error is taken: now fail.
@@ -423,9 +425,28 @@ impl Connection {
         (self.events.as_ref().map_or(0, |e| e.len()), self.event_bytes)
     }
 
+    // Always: one call per message, and an `Event` moved through a call
+    // is a 56-byte copy (+4% instructions per echoed message when it
+    // stopped being inlined).
+    #[inline(always)]
     fn push_event(&mut self, event: Event) {
         self.event_bytes += event_payload_len(&event);
-        self.events.get_or_insert_with(Box::default).push_back(event);
+        self.event_queue().push_back(event);
+    }
+
+    /// The event queue, made on the first event.
+    #[inline]
+    fn event_queue(&mut self) -> &mut VecDeque<Event> {
+        if self.events.is_none() {
+            self.make_event_queue();
+        }
+        self.events.as_mut().expect("made above")
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn make_event_queue(&mut self) {
+        self.events = Some(Box::default());
     }
 
     // ---- output ------------------------------------------------------
@@ -586,7 +607,7 @@ impl Connection {
         }
         match self.config.backpressure_policy {
             BackpressurePolicy::Drop => {
-                self.events.get_or_insert_with(Box::default).push_back(Event::Dropped { len });
+                self.event_queue().push_back(Event::Dropped { len });
                 Err(UsageError::Backpressure)
             }
             BackpressurePolicy::Close => {
@@ -720,7 +741,7 @@ impl Connection {
         self.assembler.reset();
         if !self.closed_emitted {
             self.closed_emitted = true;
-            self.events.get_or_insert_with(Box::default).push_back(Event::Closed(CloseInfo { code, reason, cause }));
+            self.event_queue().push_back(Event::Closed(CloseInfo { code, reason, cause }));
         }
     }
 

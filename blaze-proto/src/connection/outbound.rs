@@ -15,6 +15,9 @@ use bytes::{Buf, Bytes, BytesMut};
 #[derive(Debug, Default)]
 pub(crate) struct Outbound {
     queue: Option<Box<Queue>>,
+    /// The queue's unsent bytes, kept here too: every send and every
+    /// round of the driver asks, and this answers without the box.
+    pending: usize,
 }
 
 /// Unsent output: `chunks` in order, then `tail`. Frame boundaries are kept
@@ -48,33 +51,51 @@ pub(crate) const COPY_THRESHOLD: usize = 16 * 1024;
 const DATA_FRAME: u64 = 1 << 63;
 
 impl Outbound {
+    #[inline]
     fn queue(&mut self) -> &mut Queue {
-        self.queue.get_or_insert_with(Box::default)
+        if self.queue.is_none() {
+            self.make_queue();
+        }
+        self.queue.as_mut().expect("made above")
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn make_queue(&mut self) {
+        self.queue = Some(Box::default());
     }
 
     /// Unsent bytes.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.queue.as_ref().map_or(0, |q| q.len())
+        self.pending
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.queue.as_ref().is_none_or(|q| q.is_empty())
+        self.pending == 0
     }
 
     /// Appends a frame with `encode`, which writes it to the tail buffer.
     pub(crate) fn push_encoded(&mut self, encode: impl FnOnce(&mut BytesMut)) {
-        self.queue().push_encoded(encode);
+        let q = self.queue();
+        q.push_encoded(encode);
+        self.pending = q.len();
     }
 
     /// Appends a frame whose header is encoded by `header` and whose payload
     /// is shared, not copied.
     pub(crate) fn push_with_shared_payload(&mut self, header: impl FnOnce(&mut BytesMut), payload: Bytes) {
-        self.queue().push_with_shared_payload(header, payload);
+        let q = self.queue();
+        q.push_with_shared_payload(header, payload);
+        self.pending = q.len();
     }
 
     /// Appends an already-encoded frame shared with other connections.
     pub(crate) fn push_shared(&mut self, frame: &Bytes) {
-        self.queue().push_shared(frame);
+        let q = self.queue();
+        q.push_shared(frame);
+        self.pending = q.len();
     }
 
     /// Marks the frame just queued as a message's.
@@ -94,6 +115,7 @@ impl Outbound {
         if let Some(q) = self.queue.as_mut() {
             q.clear();
         }
+        self.pending = 0;
     }
 
     /// Frees the queue (and what its buffers grew to) if nothing is unsent:
@@ -119,12 +141,16 @@ impl Outbound {
     pub(crate) fn advance(&mut self, n: usize) {
         if let Some(q) = self.queue.as_mut() {
             q.advance(n);
+            self.pending = q.len();
         }
     }
 
     /// Drops every frame not yet started; returns the bytes dropped.
     pub(crate) fn discard_unstarted(&mut self) -> usize {
-        self.queue.as_mut().map_or(0, |q| q.discard_unstarted())
+        let Some(q) = self.queue.as_mut() else { return 0 };
+        let dropped = q.discard_unstarted();
+        self.pending = q.len();
+        dropped
     }
 }
 
