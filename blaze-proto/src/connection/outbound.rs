@@ -160,10 +160,6 @@ impl Queue {
         (self.queued_total - self.written_total) as usize
     }
 
-    fn is_empty(&self) -> bool {
-        self.queued_total == self.written_total
-    }
-
     /// Appends a frame with `encode`, which writes it to the tail buffer.
     fn push_encoded(&mut self, encode: impl FnOnce(&mut BytesMut)) {
         let before = self.tail.len();
