@@ -565,7 +565,8 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     /// the sleep fires (heartbeat deadlines move on every read).
     fn poll_sleep(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<()> {
         let core = self.ws.shared.lock().conn.poll_timeout();
-        let Some(deadline) = [core, self.driver_deadline(), self.deferred_close_at()].into_iter().flatten().min() else {
+        let deferred = self.deferred_close_at();
+        let Some(deadline) = [core, self.driver_deadline(), deferred].into_iter().flatten().min() else {
             self.sleep = None;
             return Poll::Pending;
         };

@@ -385,7 +385,7 @@ impl Connection {
 
     #[inline]
     fn events_is_empty(&self) -> bool {
-        self.events.as_ref().is_none_or(|e| e.is_empty())
+        self.events.as_ref().map_or(true, |e| e.is_empty())
     }
 
     /// Frees the event queue and the output queues if they are empty: a
