@@ -25,6 +25,10 @@ impl Runtime for AsyncStdRuntime {
     fn spawn(&self, future: BoxFuture<()>) {
         async_std::task::spawn(future);
     }
+
+    fn spawn_unboxed<F: std::future::Future<Output = ()> + Send + 'static>(&self, future: F) {
+        async_std::task::spawn(future);
+    }
 }
 
 /// Any `futures-io` byte stream (async-std TCP, Unix, TLS) as a Blaze transport.

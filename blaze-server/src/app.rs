@@ -43,6 +43,8 @@ pub(crate) struct AppInner {
     /// Connections accepted through another HTTP server (`mount`).
     pub(crate) mounted: crate::mount::Mounted,
     pub(crate) tasks: Arc<BackgroundTasks>,
+    /// The connections' shared settings, one copy per configuration.
+    pub(crate) settings: crate::settings::SettingsCache,
     #[cfg(feature = "testing")]
     pub(crate) test_slot: crate::testing::TestSlot,
 }
@@ -93,6 +95,7 @@ impl App {
                 drain_timeout: RwLock::new(Duration::from_secs(10)),
                 mounted: Default::default(),
                 tasks: Arc::default(),
+                settings: Default::default(),
                 #[cfg(feature = "testing")]
                 test_slot: Default::default(),
             }),

@@ -13,9 +13,10 @@ use blaze_proto::{ConnId, Connection, Role};
 use crate::config::WsConfig;
 use crate::driver::{Driver, DriverLimits};
 use crate::handler::Handler;
+use crate::info::RequestInfo;
 use crate::locals::Extensions;
 use crate::runtime::{read_buf, timeout, write_all, Runtime, Transport};
-use crate::socket::{ConnInfo, ConnInner, ConnShared, WebSocket, WsStream};
+use crate::socket::{ConnInner, ConnShared, WebSocket, WsStream};
 
 /// Why a connection attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -210,12 +211,16 @@ pub async fn connect_with<R: Runtime, T: Transport>(
     }
     let shared = Arc::new(ConnShared {
         id: ConnId(0),
-        info: ConnInfo {
-            path: url.path.clone(),
-            headers: response.headers,
-            protocol: response.protocol,
-            ..ConnInfo::default()
-        },
+        info: RequestInfo::new(
+            Arc::from(""),
+            &url.path,
+            &[],
+            &[],
+            &response.headers,
+            response.protocol.as_deref(),
+            None,
+            None,
+        ),
         inner: Mutex::new(ConnInner {
             conn,
             driver_waker: None,
@@ -232,9 +237,9 @@ pub async fn connect_with<R: Runtime, T: Transport>(
         },
     });
     let ws = WebSocket { shared };
-    let limits = DriverLimits::from_config(config);
+    let limits = Arc::new(DriverLimits::from_config(config));
     let driver = Driver::new(rt.clone(), io, ws.clone(), Arc::new(ClientHandler), limits, buf, None);
-    rt.spawn(Box::pin(driver));
+    rt.spawn_unboxed(driver);
     Ok(WsStream::new(ws))
 }
 

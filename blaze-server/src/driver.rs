@@ -66,6 +66,17 @@ pub(crate) struct DriverLimits {
 }
 
 impl DriverLimits {
+    /// Whether `other` enforces the same limits (see `settings.rs`).
+    pub(crate) fn same_as(&self, other: &DriverLimits) -> bool {
+        self.read_buffer_size == other.read_buffer_size
+            && self.write_buffer_size == other.write_buffer_size
+            && self.read_timeout == other.read_timeout
+            && self.write_timeout == other.write_timeout
+            && self.close_timeout == other.close_timeout
+            && self.rate_limit == other.rate_limit
+            && self.error_replies.same_as(&other.error_replies)
+    }
+
     pub(crate) fn from_config(config: &WsConfig) -> DriverLimits {
         DriverLimits {
             read_buffer_size: config.read_buffer_size.max(256),
@@ -84,25 +95,31 @@ pub(crate) struct Driver<R: Runtime, T: Transport> {
     io: T,
     ws: WebSocket,
     handler: Arc<dyn Handler>,
-    limits: DriverLimits,
+    /// Shared by the connections of one configuration (`settings.rs`).
+    limits: Arc<DriverLimits>,
     read_buf: BytesMut,
     read_closed: bool,
     sleep: Option<(Instant, BoxFuture<()>)>,
-    rate: Option<TokenBucket>,
+    /// Boxed: most routes have no rate limit.
+    rate: Option<Box<RateState>>,
     last_read: Instant,
     write_stalled_since: Option<Instant>,
     /// A flush returned `Pending`: a TLS stream holds written bytes, so the
     /// flush is retried on the next wake-up even with nothing new to write.
     flush_pending: bool,
-    closed_at: Option<Instant>,
-    /// A rate limit tripped with the Close action on a stream-style
-    /// connection: the close waits for the handler to take what it
-    /// accepted (see `Inbox::close_when_read`), at most until this instant.
-    deferred_close_at: Option<Instant>,
     phase: Phase,
     stats: crate::metrics::ConnStats,
     /// Dropped with the driver: unregisters the connection (server side).
     _release: Option<Release>,
+}
+
+/// A connection's rate limit.
+struct RateState {
+    bucket: TokenBucket,
+    /// The limit tripped with the Close action on a stream-style
+    /// connection: the close waits for the handler to take what it
+    /// accepted (see `Inbox::close_when_read`), at most until this instant.
+    deferred_close_at: Option<Instant>,
 }
 
 /// Where the driver is in the connection's life.
@@ -110,8 +127,9 @@ pub(crate) struct Driver<R: Runtime, T: Transport> {
 enum Phase {
     /// `on_open` has not run yet.
     Opening,
-    /// Moving bytes and events.
-    Running,
+    /// Moving bytes and events; `closed_at`: when the core closed (the
+    /// last bytes' flush is bounded from there).
+    Running { closed_at: Option<Instant> },
     /// Finished: shutting the transport down until the deadline.
     ShuttingDown(Instant),
 }
@@ -129,9 +147,9 @@ impl<R: Runtime, T: Transport> Future for Driver<R, T> {
             match this.phase {
                 Phase::Opening => {
                     this.open();
-                    this.phase = Phase::Running;
+                    this.phase = Phase::Running { closed_at: None };
                 }
-                Phase::Running => {
+                Phase::Running { .. } => {
                     let poll = this.poll_connection(cx);
                     this.stats.flush();
                     std::task::ready!(poll);
@@ -153,12 +171,14 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
         io: T,
         ws: WebSocket,
         handler: Arc<dyn Handler>,
-        limits: DriverLimits,
+        limits: Arc<DriverLimits>,
         read_buf: BytesMut,
         release: Option<Release>,
     ) -> Self {
         let now = rt.now();
-        let rate = limits.rate_limit.map(|l| TokenBucket::new(l.per_second, l.burst, now));
+        let rate = limits.rate_limit.map(|l| {
+            Box::new(RateState { bucket: TokenBucket::new(l.per_second, l.burst, now), deferred_close_at: None })
+        });
         Driver {
             rt,
             io,
@@ -172,8 +192,6 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             last_read: now,
             write_stalled_since: None,
             flush_pending: false,
-            closed_at: None,
-            deferred_close_at: None,
             phase: Phase::Opening,
             stats: crate::metrics::ConnStats::new(release.is_some()),
             _release: release,
@@ -262,7 +280,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             self.read_closed = true;
             progress = true;
         }
-        if let Some((code, reason)) = inner.pending_close.take() {
+        if let Some((code, reason)) = inner.pending_close.take().map(|b| *b) {
             let _ = inner.conn.close(code, &reason, now);
             progress = true;
         }
@@ -270,9 +288,9 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             inner.conn.handle_timeout(now);
             progress = true;
         }
-        if self.deferred_close_at.is_some_and(|at| at <= now) {
+        if let Some(rate) = self.rate.as_mut().filter(|r| r.deferred_close_at.is_some_and(|at| at <= now)) {
             // The handler did not come back for its messages in time.
-            self.deferred_close_at = None;
+            rate.deferred_close_at = None;
             let _ = inner.conn.close(CloseCode::POLICY_VIOLATION, RATE_LIMIT_REASON, now);
             progress = true;
         }
@@ -391,7 +409,9 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                     self.call(|h, ws| h.on_error(ws, &WsError::Dropped { len }))
                 }
                 Event::Closed(info) => {
-                    self.closed_at = Some(now);
+                    if let Phase::Running { closed_at } = &mut self.phase {
+                        *closed_at = Some(now);
+                    }
                     if let Some(hub) = &self.ws.shared.hub {
                         hub.unregister(self.ws.id());
                     }
@@ -416,12 +436,12 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     }
 
     fn on_message(&mut self, message: Message, now: Instant) {
-        if self.deferred_close_at.is_some() {
+        if self.deferred_close_at().is_some() {
             // Closing for the rate limit: nothing more is accepted.
             return;
         }
-        if let Some(bucket) = &mut self.rate {
-            if !bucket.take(now) {
+        if let Some(rate) = &mut self.rate {
+            if !rate.bucket.take(now) {
                 self.stats.rate_limited();
                 let action = self.limits.rate_limit.map(|l| l.action).unwrap_or_default();
                 self.call(|h, ws| h.on_error(ws, &WsError::RateLimited));
@@ -456,7 +476,9 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                 // A handler waiting in recv applies it now.
                 reader.wake();
             }
-            self.deferred_close_at = Some(blaze_proto::deadline_after(now, self.limits.close_timeout));
+            if let Some(rate) = self.rate.as_mut() {
+                rate.deferred_close_at = Some(blaze_proto::deadline_after(now, self.limits.close_timeout));
+            }
             return;
         }
         let _ = inner.conn.close(CloseCode::POLICY_VIOLATION, RATE_LIMIT_REASON, now);
@@ -522,11 +544,19 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
         false
     }
 
+    fn deferred_close_at(&self) -> Option<Instant> {
+        self.rate.as_ref().and_then(|r| r.deferred_close_at)
+    }
+
     fn driver_deadline(&self) -> Option<Instant> {
         // checked_add: a configured Duration::MAX means "never", not a panic.
         let read = self.limits.read_timeout.filter(|_| !self.read_closed).and_then(|t| self.last_read.checked_add(t));
         let write = self.write_stalled_since.zip(self.limits.write_timeout).and_then(|(since, t)| since.checked_add(t));
-        let flush = self.closed_at.and_then(|at| at.checked_add(self.limits.close_timeout));
+        let closed_at = match self.phase {
+            Phase::Running { closed_at } => closed_at,
+            _ => None,
+        };
+        let flush = closed_at.and_then(|at| at.checked_add(self.limits.close_timeout));
         [read, write, flush].into_iter().flatten().min()
     }
 
@@ -535,7 +565,8 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     /// the sleep fires (heartbeat deadlines move on every read).
     fn poll_sleep(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<()> {
         let core = self.ws.shared.lock().conn.poll_timeout();
-        let Some(deadline) = [core, self.driver_deadline(), self.deferred_close_at].into_iter().flatten().min() else {
+        let deferred = self.deferred_close_at();
+        let Some(deadline) = [core, self.driver_deadline(), deferred].into_iter().flatten().min() else {
             self.sleep = None;
             return Poll::Pending;
         };

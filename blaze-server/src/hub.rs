@@ -157,10 +157,10 @@ impl Hub {
 
     pub(crate) fn register(&self, shared: Arc<ConnShared>) {
         // `info.path` was normalized when the request was routed.
-        let path = shared.info.path.clone();
+        let path = shared.info.path().to_owned();
         let id = shared.id;
-        if shared.info.route != path {
-            let route = shared.info.route.clone();
+        if shared.info.route() != path {
+            let route = shared.info.route().to_owned();
             lock(&self.by_route).insert(id, &route, shared.clone());
         }
         let mut registry = lock(&self.registry);
@@ -179,7 +179,7 @@ impl Hub {
             cluster::announce_removal(&registry, id, &**backplane);
         }
         if let Some(shared) = registry.remove(id) {
-            if shared.info.route != shared.info.path {
+            if shared.info.route() != shared.info.path() {
                 lock(&self.by_route).remove(id);
             }
         }
@@ -215,7 +215,7 @@ impl Hub {
     pub(crate) fn announce_all(&self, backplane: &dyn Backplane) {
         let registry = lock(&self.registry);
         for (id, shared) in registry.iter() {
-            backplane.joined(&Target::Path(shared.info.path.clone()), id);
+            backplane.joined(&Target::Path(shared.info.path().to_owned()), id);
             for topic in registry.topics_of(id) {
                 backplane.joined(&Target::Topic(topic.to_owned()), id);
             }
@@ -346,7 +346,7 @@ impl Hub {
     pub(crate) fn connections(&self, path: &str) -> Vec<ConnectionSummary> {
         lock(&self.registry)
             .path_members(&normalize_path(path))
-            .map(|(id, s)| ConnectionSummary { id, remote_addr: s.info.remote_addr, path: s.info.path.clone() })
+            .map(|(id, s)| ConnectionSummary { id, remote_addr: s.info.remote_addr, path: s.info.path().to_owned() })
             .collect()
     }
 

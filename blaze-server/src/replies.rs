@@ -82,6 +82,15 @@ impl ErrorReplies {
     pub(crate) fn is_default(&self) -> bool {
         matches!(self, ErrorReplies::Json)
     }
+
+    /// The same replies: the same variant, and for `Custom` the same function.
+    pub(crate) fn same_as(&self, other: &ErrorReplies) -> bool {
+        match (self, other) {
+            (ErrorReplies::Json, ErrorReplies::Json) | (ErrorReplies::Off, ErrorReplies::Off) => true,
+            (ErrorReplies::Custom(a), ErrorReplies::Custom(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// A connection's `ErrorReplies` when its route's is not the default,

@@ -3,11 +3,13 @@
 //! routing, guards, the registry and the connection counts all share.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// A compiled route pattern such as `/game/:room_id` or `/files/*path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pattern {
-    raw: String,
+    /// Shared by every connection of the route (`ws.info().route`).
+    raw: Arc<str>,
     segments: Vec<Segment>,
 }
 
@@ -30,7 +32,7 @@ impl Pattern {
                 _ => Segment::Literal(s.to_owned()),
             })
             .collect();
-        Pattern { raw: normalize(raw), segments }
+        Pattern { raw: Arc::from(normalize(raw)), segments }
     }
 
     /// The pattern as written, normalized (`/game/:room_id`). The route's
@@ -41,6 +43,11 @@ impl Pattern {
     /// `max_connections` and `App::connection_count` count the same set.
     pub(crate) fn as_str(&self) -> &str {
         &self.raw
+    }
+
+    /// The pattern, shared.
+    pub(crate) fn key(&self) -> Arc<str> {
+        self.raw.clone()
     }
 
     /// Matches a request path, capturing parameters (percent-decoded).

@@ -26,6 +26,16 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
     /// Runs a future as an independent task.
     fn spawn(&self, future: BoxFuture<()>);
+    /// Runs a future as an independent task without boxing it first, where
+    /// the runtime can: each connection's driver is spawned this way, so its
+    /// task holds the driver inline instead of a pointer to another
+    /// allocation (idle memory per connection). Defaults to `spawn`.
+    fn spawn_unboxed<F: Future<Output = ()> + Send + 'static>(&self, future: F)
+    where
+        Self: Sized,
+    {
+        self.spawn(Box::pin(future));
+    }
 }
 
 /// A byte stream: TCP, TLS, a Unix socket or a simulated connection.

@@ -19,11 +19,12 @@ use crate::driver::{Driver, DriverLimits};
 use crate::hub::AdmitError;
 use crate::keep_alive::{self, HttpConn};
 use crate::locals::Extensions;
+use crate::info::RequestInfo;
 use crate::handler::panic_message;
 use crate::request::{Guard, Request, Response};
 use crate::admission::{read_or_shutdown, PhaseRead};
 use crate::runtime::{shutdown, timeout, write_all, Accepted, Acceptor, Listener, Plain, Runtime, Transport};
-use crate::socket::{ConnInfo, ConnInner, ConnShared, Spawner, WebSocket};
+use crate::socket::{ConnInner, ConnShared, Spawner, WebSocket};
 
 /// Largest body a plain HTTP route accepts (413 above).
 pub(crate) const MAX_HTTP_BODY: usize = 1 << 20;
@@ -421,7 +422,7 @@ struct HandshakeState {
     handler: Arc<dyn crate::handler::Handler>,
     config: crate::config::WsConfig,
     deflate: Option<(blaze_proto::deflate::DeflateParams, blaze_proto::deflate::DeflateConfig)>,
-    info: ConnInfo,
+    info: RequestInfo,
     locals: Extensions,
 }
 
@@ -434,7 +435,7 @@ pub(crate) struct Judged {
     upgrade: UpgradeRequest,
     handler: Arc<dyn crate::handler::Handler>,
     config: crate::config::WsConfig,
-    route_key: String,
+    route_key: Arc<str>,
     ctx: Ctx,
     locals: Extensions,
 }
@@ -483,7 +484,7 @@ impl Handshake {
         for guard in &route.guards {
             run_guard(guard, &request, &mut locals)?;
         }
-        let route_key = route.pattern.as_str().to_owned();
+        let route_key = route.pattern.key();
         Ok(Judged { request, upgrade, handler: handler.clone(), config, route_key, ctx, locals })
     }
 }
@@ -522,21 +523,20 @@ impl Judged {
         let deflate = config.compression.as_ref().and_then(|c| Some((upgrade.negotiate_deflate(c)?, *c)));
         let extensions = deflate.as_ref().map(|(params, _)| params.to_header());
         let response = upgrade.accept(protocol.as_deref(), extensions.as_deref()).into();
-        let route_key = route_key.as_str();
-        let info = ConnInfo {
-            path: request.path,
-            route: route_key.to_owned(),
-            params: request.params,
-            query: request.query,
-            headers: without_handshake_headers(request.headers),
-            remote_addr: ctx.remote_addr,
-            local_addr: ctx.local_addr,
-            protocol,
-        };
+        let info = RequestInfo::new(
+            route_key.clone(),
+            &request.path,
+            &request.params,
+            &request.query,
+            &without_handshake_headers(request.headers),
+            protocol.as_deref(),
+            ctx.remote_addr,
+            ctx.local_addr,
+        );
         let state = HandshakeState {
             app: app.clone(),
             hub,
-            route: Arc::from(route_key),
+            route: route_key,
             ip,
             handler: handler.clone(),
             config,
@@ -555,7 +555,7 @@ impl Judged {
 pub(crate) struct Registered {
     ws: WebSocket,
     handler: Arc<dyn crate::handler::Handler>,
-    limits: DriverLimits,
+    limits: Arc<DriverLimits>,
     release: Release,
     span: tracing::Span,
     status: u16,
@@ -581,7 +581,8 @@ impl Handshake {
         let id = hub.next_id();
         span.record("id", tracing::field::display(id)).record("route", tracing::field::display(&*route));
         let now = rt.now();
-        let mut conn = Connection::new(Role::Server, config.connection_config(0), now);
+        let (core_config, limits) = app.inner.settings.get(&config);
+        let mut conn = Connection::new(Role::Server, core_config, now);
         if let Some((params, deflate_config)) = &deflate {
             conn.enable_deflate(params, deflate_config);
         }
@@ -608,10 +609,9 @@ impl Handshake {
             // connection outlives `serve` (issue 10).
             let _ = ws.close(CloseCode::GOING_AWAY, "server shutting down");
         }
-        let limits = DriverLimits::from_config(&config);
         task.handshake_done();
         let _metrics = crate::metrics::OpenConnection::new(&route);
-        let release = Release { hub, id, route, ip, _metrics, _task: task };
+        let release = Release { shared: ws.shared.clone(), ip, _metrics, _task: task };
         Registered { ws, handler, limits, release, span, status: self.response.status }
     }
 }
@@ -622,15 +622,15 @@ impl Registered {
     pub(crate) fn run<R: Runtime, T: Transport>(self, rt: R, io: T, leftover: BytesMut) -> WebSocket {
         let Registered { ws, handler, limits, release, span, status } = self;
         crate::metrics::http_response(status);
-        tracing::debug!(id = %ws.id(), path = %ws.shared.info.path, remote = ?ws.shared.info.remote_addr, "connection open");
+        tracing::debug!(id = %ws.id(), path = %ws.shared.info.path(), remote = ?ws.shared.info.remote_addr, "connection open");
         let driver = Driver::new(rt.clone(), io, ws.clone(), handler, limits, leftover, Some(release));
         // A task of its own: the handshake's state (request, route, config)
         // is freed now instead of living as long as the connection.
         if span.is_disabled() {
             // Filtered out: the driver unwrapped, so its polls pay nothing.
-            rt.spawn(Box::pin(driver));
+            rt.spawn_unboxed(driver);
         } else {
-            rt.spawn(Box::pin(tracing::Instrument::instrument(driver, span)));
+            rt.spawn_unboxed(tracing::Instrument::instrument(driver, span));
         }
         ws
     }
@@ -664,9 +664,9 @@ pub(crate) fn connection_span(remote_addr: Option<SocketAddr>) -> tracing::Span 
 /// Gives back what an upgraded connection holds in the hub when its
 /// driver ends, however it ends (the driver also unregisters at Closed).
 pub(crate) struct Release {
-    hub: Arc<crate::hub::Hub>,
-    id: blaze_proto::ConnId,
-    route: Arc<str>,
+    /// The connection: its hub, id and route (not copied here: every idle
+    /// connection holds this).
+    shared: Arc<ConnShared>,
     ip: Option<std::net::IpAddr>,
     /// The open-connections gauge, down again on drop (feature `metrics`).
     _metrics: crate::metrics::OpenConnection,
@@ -675,8 +675,10 @@ pub(crate) struct Release {
 
 impl Drop for Release {
     fn drop(&mut self) {
-        self.hub.unregister(self.id);
-        self.hub.release(&self.route, self.ip);
+        if let Some(hub) = &self.shared.hub {
+            hub.unregister(self.shared.id);
+            hub.release(self.shared.info.route(), self.ip);
+        }
     }
 }
 
@@ -718,7 +720,6 @@ fn without_handshake_headers(mut headers: Vec<(String, String)>) -> Vec<(String,
     const HANDSHAKE: [&str; 5] =
         ["upgrade", "connection", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"];
     headers.retain(|(name, _)| !HANDSHAKE.contains(&name.as_str()));
-    headers.shrink_to_fit();
     headers
 }
 

@@ -15,6 +15,8 @@ use blaze_proto::{CloseCause, CloseCode, ConnId, Connection, Message, PreparedMe
 use crate::error::{SendError, WsError};
 use crate::frame::Frame;
 use crate::hub::Hub;
+pub use crate::info::ConnInfo;
+use crate::info::RequestInfo;
 use crate::locals::Extensions;
 use crate::outgoing::{IntoMessage, IntoPrepared, Json};
 use crate::replies::ConnErrorReplies;
@@ -22,28 +24,6 @@ use crate::runtime::BoxFuture;
 
 /// Runs a future on the server's runtime.
 pub(crate) type Spawner = Arc<dyn Fn(BoxFuture<()>) + Send + Sync>;
-
-/// What is known about a connection from its upgrade request.
-#[derive(Debug, Clone, Default)]
-pub struct ConnInfo {
-    /// The request path (`/game/42`).
-    pub path: String,
-    /// The route pattern it matched (`/game/:room_id`).
-    pub route: String,
-    /// Path parameters captured by the route.
-    pub params: Vec<(String, String)>,
-    /// Query parameters, percent-decoded.
-    pub query: Vec<(String, String)>,
-    /// Request headers, names lowercased.
-    pub headers: Vec<(String, String)>,
-    /// The peer's address; behind a trusted proxy
-    /// (`WsConfig::trusted_proxies`), the client it forwarded for.
-    pub remote_addr: Option<SocketAddr>,
-    /// Our address.
-    pub local_addr: Option<SocketAddr>,
-    /// The negotiated subprotocol.
-    pub protocol: Option<String>,
-}
 
 /// Messages (and control frames) waiting for a stream-style handler's
 /// `recv()` / `recv_frame()`.
@@ -133,7 +113,9 @@ pub(crate) struct ConnInner {
     pub(crate) conn: Connection,
     pub(crate) driver_waker: Option<Waker>,
     /// A close asked for by a handle; the driver applies it with its clock.
-    pub(crate) pending_close: Option<(CloseCode, String)>,
+    /// Boxed: rare, and every idle connection would carry it inline.
+    #[allow(clippy::box_collection)]
+    pub(crate) pending_close: Option<Box<(CloseCode, String)>>,
     /// Drop the connection now (shutdown past its drain timeout).
     pub(crate) pending_abort: bool,
     /// Boxed: only stream-style connections and clients have one.
@@ -144,7 +126,7 @@ pub(crate) struct ConnInner {
 
 pub(crate) struct ConnShared {
     pub(crate) id: ConnId,
-    pub(crate) info: ConnInfo,
+    pub(crate) info: RequestInfo,
     pub(crate) inner: Mutex<ConnInner>,
     pub(crate) locals: Mutex<Extensions>,
     pub(crate) hub: Option<Arc<Hub>>,
@@ -324,7 +306,7 @@ impl WebSocket {
         self.shared.with_conn(|inner| {
             // `with_conn` wakes the driver, which applies it with its clock.
             if inner.conn.is_open() && inner.pending_close.is_none() {
-                inner.pending_close = Some((code, reason.to_owned()));
+                inner.pending_close = Some(Box::new((code, reason.to_owned())));
             }
         });
         Ok(())
@@ -359,27 +341,27 @@ impl WebSocket {
     /// A header of the upgrade request (case-insensitive; for a client, of
     /// the server's 101 response).
     pub fn header(&self, name: &str) -> Option<&str> {
-        find(&self.shared.info.headers, &name.to_ascii_lowercase())
+        self.shared.info.header(name)
     }
 
     /// The request path.
     pub fn path(&self) -> &str {
-        &self.shared.info.path
+        self.shared.info.path()
     }
 
     /// A path parameter of the route (`:room_id`).
     pub fn param(&self, name: &str) -> Option<&str> {
-        find(&self.shared.info.params, name)
+        self.shared.info.param(name)
     }
 
     /// A query parameter, percent-decoded.
     pub fn query(&self, name: &str) -> Option<&str> {
-        find(&self.shared.info.query, name)
+        self.shared.info.query(name)
     }
 
     /// The negotiated subprotocol.
     pub fn protocol(&self) -> Option<&str> {
-        self.shared.info.protocol.as_deref()
+        self.shared.info.protocol()
     }
 
     /// Everything known from the upgrade request: path, route, params,
@@ -387,8 +369,14 @@ impl WebSocket {
     /// through `ws.Context()` (`ctx.Query("user_id")` is
     /// `ws.query("user_id")` or `ws.info().query`), as plain data: the
     /// request itself is gone once the connection is upgraded.
+    ///
+    /// A connection keeps this compactly (one string, read in place by
+    /// [`WebSocket::header`], [`WebSocket::param`] and the like); the
+    /// owned `ConnInfo` is built on the first call, and kept for the
+    /// connection's life. Prefer those getters on a server holding many
+    /// connections.
     pub fn info(&self) -> &ConnInfo {
-        &self.shared.info
+        self.shared.info.full()
     }
 
     /// The `User-Agent` of the upgrade request (the Go Blaze's
@@ -510,10 +498,6 @@ impl WebSocket {
 #[derive(Clone)]
 pub(crate) struct ClosedBy(pub(crate) CloseCause);
 
-fn find<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
 /// A connection read as a stream of messages: the style of the Go Blaze's
 /// `ReadMessage` loop and cnetmod's `co_await ws.recv()`.
 ///
@@ -559,10 +543,7 @@ impl WsStream {
     /// frames are skipped (pings are answered automatically); see
     /// [`WsStream::recv_frame`] to see them.
     pub async fn recv(&mut self) -> Option<Message> {
-        poll_fn(|cx| {
-            self.poll_inbox(cx, false).map(|frame| frame.and_then(Frame::into_message))
-        })
-        .await
+        poll_fn(|cx| self.poll_inbox(cx, false).map(|frame| frame.and_then(Frame::into_message))).await
     }
 
     /// The next frame: a text or binary message, a ping (already answered),
@@ -597,7 +578,7 @@ impl WsStream {
             // Every message accepted before the close was asked for has
             // been taken (and answered): start it now (what `close` does).
             if inner.conn.is_open() && inner.pending_close.is_none() {
-                inner.pending_close = Some((code, reason));
+                inner.pending_close = Some(Box::new((code, reason)));
                 if let Some(waker) = &inner.driver_waker {
                     waker.wake_by_ref();
                 }

@@ -26,6 +26,10 @@ impl Runtime for TokioRuntime {
     fn spawn(&self, future: BoxFuture<()>) {
         tokio::spawn(future);
     }
+
+    fn spawn_unboxed<F: std::future::Future<Output = ()> + Send + 'static>(&self, future: F) {
+        tokio::spawn(future);
+    }
 }
 
 /// Any tokio byte stream (TCP, TLS, Unix socket, turmoil) as a Blaze transport.

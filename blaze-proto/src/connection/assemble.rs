@@ -37,9 +37,11 @@ pub(crate) struct Assembler {
     max_message_size: usize,
     /// Most frames one message may span (`Config::max_fragments`).
     max_fragments: usize,
-    partial: Option<Partial>,
+    /// Boxed: only fragmented, compressed or still-arriving messages
+    /// have one, and every idle connection would carry it inline.
+    partial: Option<Box<Partial>>,
     /// Present once permessage-deflate is negotiated.
-    inflater: Option<Inflater>,
+    inflater: Option<Box<Inflater>>,
     /// Bytes inflated over the connection's life (the driver's budget).
     inflated_total: u64,
 }
@@ -55,7 +57,7 @@ impl Assembler {
     }
 
     pub(crate) fn set_inflater(&mut self, inflater: Inflater) {
-        self.inflater = Some(inflater);
+        self.inflater = Some(Box::new(inflater));
     }
 
     /// Drops the message in progress (the connection closed).
@@ -134,7 +136,7 @@ impl Assembler {
             partial.data.extend_from_slice(&frame.payload);
             return Ok(None);
         }
-        let partial = self.partial.take().expect("matched above");
+        let partial = *self.partial.take().expect("matched above");
         let data = if partial.data.is_empty() {
             // One frame whose prefix was inspected: still no copy.
             frame.payload
@@ -181,14 +183,14 @@ impl Assembler {
                 if header.rsv1 && self.inflater.is_none() {
                     return Err(ProtocolError::ReservedBits);
                 }
-                self.partial = Some(Partial {
+                self.partial = Some(Box::new(Partial {
                     is_text: opcode == OpCode::Text,
                     compressed: header.rsv1,
                     data: BytesMut::new(),
                     inflated: Vec::new(),
                     utf8: Utf8Validator::new(),
                     fragments: 1,
-                });
+                }));
                 Ok(())
             }
         }
@@ -219,7 +221,7 @@ impl Assembler {
         if partial.is_text && !partial.utf8.feed(&partial.inflated[before..]) {
             return Err(ProtocolError::InvalidUtf8);
         }
-        let partial = self.partial.take().expect("matched above");
+        let partial = *self.partial.take().expect("matched above");
         text_or_binary(partial.is_text, partial.utf8.is_complete(), Bytes::from(partial.inflated))
     }
 }

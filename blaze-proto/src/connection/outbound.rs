@@ -8,11 +8,23 @@ use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+/// Unsent output, boxed and made on the first frame: an idle connection
+/// holds 8 bytes of it, not the ~150 of the queues and their counters
+/// (BENCHMARKS.md, "Idle connections"). Freed again by
+/// [`Outbound::release_if_empty`] once nothing is unsent or unaccounted.
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    queue: Option<Box<Queue>>,
+    /// The queue's unsent bytes, kept here too: every send and every
+    /// round of the driver asks, and this answers without the box.
+    pending: usize,
+}
+
 /// Unsent output: `chunks` in order, then `tail`. Frame boundaries are kept
 /// as absolute stream offsets so unsent frames can be discarded without
 /// cutting one that is half written.
 #[derive(Debug, Default)]
-pub(crate) struct Outbound {
+struct Queue {
     chunks: VecDeque<Bytes>,
     tail: BytesMut,
     /// Absolute offset (bytes ever queued) where each queued frame ends;
@@ -39,17 +51,117 @@ pub(crate) const COPY_THRESHOLD: usize = 16 * 1024;
 const DATA_FRAME: u64 = 1 << 63;
 
 impl Outbound {
-    /// Unsent bytes.
-    pub(crate) fn len(&self) -> usize {
-        (self.queued_total - self.written_total) as usize
+    #[inline]
+    fn queue(&mut self) -> &mut Queue {
+        if self.queue.is_none() {
+            self.make_queue();
+        }
+        self.queue.as_mut().expect("made above")
     }
 
+    #[cold]
+    #[inline(never)]
+    fn make_queue(&mut self) {
+        self.queue = Some(Box::default());
+    }
+
+    /// Unsent bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.pending
+    }
+
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.queued_total == self.written_total
+        self.pending == 0
     }
 
     /// Appends a frame with `encode`, which writes it to the tail buffer.
     pub(crate) fn push_encoded(&mut self, encode: impl FnOnce(&mut BytesMut)) {
+        let q = self.queue();
+        q.push_encoded(encode);
+        self.pending = q.len();
+    }
+
+    /// Appends a frame whose header is encoded by `header` and whose payload
+    /// is shared, not copied.
+    pub(crate) fn push_with_shared_payload(&mut self, header: impl FnOnce(&mut BytesMut), payload: Bytes) {
+        let q = self.queue();
+        q.push_with_shared_payload(header, payload);
+        self.pending = q.len();
+    }
+
+    /// Appends an already-encoded frame shared with other connections.
+    pub(crate) fn push_shared(&mut self, frame: &Bytes) {
+        let q = self.queue();
+        q.push_shared(frame);
+        self.pending = q.len();
+    }
+
+    /// Marks the frame just queued as a message's.
+    pub(crate) fn mark_data(&mut self) {
+        if let Some(q) = self.queue.as_mut() {
+            q.mark_data();
+        }
+    }
+
+    /// Messages queued and not yet written whole, and their bytes.
+    pub(crate) fn unsent(&self) -> (u64, u64) {
+        self.queue.as_ref().map_or((0, 0), |q| q.unsent())
+    }
+
+    /// Drops everything unsent; the counts of [`Outbound::unsent`] are kept.
+    pub(crate) fn clear(&mut self) {
+        if let Some(q) = self.queue.as_mut() {
+            q.clear();
+        }
+        self.pending = 0;
+    }
+
+    /// Frees the queue (and what its buffers grew to) if nothing is unsent:
+    /// its offsets and counts then start again from zero, which changes no
+    /// answer `len` or `unsent` gives.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.is_empty() && self.unsent() == (0, 0) {
+            self.queue = None;
+        }
+    }
+
+    /// Fills `out` with the unsent bytes in order.
+    pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.slices(out))
+    }
+
+    /// The first unsent bytes.
+    pub(crate) fn first_slice(&self) -> &[u8] {
+        self.queue.as_ref().map_or(&[], |q| q.first_slice())
+    }
+
+    /// Marks `n` bytes as written.
+    pub(crate) fn advance(&mut self, n: usize) {
+        if let Some(q) = self.queue.as_mut() {
+            q.advance(n);
+            self.pending = q.len();
+        }
+    }
+
+    /// Drops every frame not yet started; returns the bytes dropped.
+    pub(crate) fn discard_unstarted(&mut self) -> usize {
+        let Some(q) = self.queue.as_mut() else { return 0 };
+        let dropped = q.discard_unstarted();
+        self.pending = q.len();
+        dropped
+    }
+}
+
+impl Queue {
+    /// Unsent bytes.
+    fn len(&self) -> usize {
+        (self.queued_total - self.written_total) as usize
+    }
+
+    /// Appends a frame with `encode`, which writes it to the tail buffer.
+    fn push_encoded(&mut self, encode: impl FnOnce(&mut BytesMut)) {
         let before = self.tail.len();
         encode(&mut self.tail);
         self.end_frame((self.tail.len() - before) as u64);
@@ -57,7 +169,7 @@ impl Outbound {
 
     /// Appends a frame whose header is encoded by `header` and whose payload
     /// is shared, not copied.
-    pub(crate) fn push_with_shared_payload(&mut self, header: impl FnOnce(&mut BytesMut), payload: Bytes) {
+    fn push_with_shared_payload(&mut self, header: impl FnOnce(&mut BytesMut), payload: Bytes) {
         let before = self.tail.len();
         header(&mut self.tail);
         let header_len = self.tail.len() - before;
@@ -74,7 +186,7 @@ impl Outbound {
     /// count. (A clone and drop per receiver were two locked instructions
     /// on one shared counter; each waits for the previous receiver's cache
     /// misses, and together they were 22-37% of a 10,000-subscriber fan-out.)
-    pub(crate) fn push_shared(&mut self, frame: &Bytes) {
+    fn push_shared(&mut self, frame: &Bytes) {
         let len = frame.len() as u64;
         if frame.len() < 256 {
             // Tiny frames cost less copied than as an iovec of their own.
@@ -99,7 +211,7 @@ impl Outbound {
 
     /// Marks the frame just queued as a message's, so it is counted by
     /// [`Outbound::unsent`] until written whole.
-    pub(crate) fn mark_data(&mut self) {
+    fn mark_data(&mut self) {
         if self.frame_ends.is_empty() {
             return;
         }
@@ -120,25 +232,25 @@ impl Outbound {
     /// Messages queued and not yet written whole, and their bytes (frame
     /// headers included). Once the connection is finished, these never
     /// will be: they were lost.
-    pub(crate) fn unsent(&self) -> (u64, u64) {
+    fn unsent(&self) -> (u64, u64) {
         (self.data_queued - self.data_written, self.data_queued_bytes - self.data_written_bytes)
     }
 
     /// Drops everything unsent (the transport is gone); the counts of
     /// [`Outbound::unsent`] are kept.
-    pub(crate) fn clear(&mut self) {
-        *self = Outbound {
+    fn clear(&mut self) {
+        *self = Queue {
             data_queued: self.data_queued,
             data_queued_bytes: self.data_queued_bytes,
             data_written: self.data_written,
             data_written_bytes: self.data_written_bytes,
-            ..Outbound::default()
+            ..Queue::default()
         };
     }
 
     /// Fills `out` with the unsent bytes in order; returns how many slices
     /// it filled.
-    pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+    fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
         let parts = self.chunks.iter().map(|c| &c[..]).chain(std::iter::once(&self.tail[..]));
         let mut n = 0;
         for part in parts.filter(|p| !p.is_empty()) {
@@ -152,12 +264,12 @@ impl Outbound {
     }
 
     /// The first unsent bytes, for drivers that write one slice at a time.
-    pub(crate) fn first_slice(&self) -> &[u8] {
+    fn first_slice(&self) -> &[u8] {
         self.chunks.front().map(|c| &c[..]).unwrap_or(&self.tail[..])
     }
 
     /// Marks `n` bytes as written.
-    pub(crate) fn advance(&mut self, mut n: usize) {
+    fn advance(&mut self, mut n: usize) {
         n = n.min(self.len());
         self.written_total += n as u64;
         while n > 0 {
@@ -193,7 +305,7 @@ impl Outbound {
 
     /// Drops every frame not yet started; a frame half written is kept
     /// whole so the stream stays well framed. Returns the bytes dropped.
-    pub(crate) fn discard_unstarted(&mut self) -> usize {
+    fn discard_unstarted(&mut self) -> usize {
         // Frames are contiguous, so the front frame starts where the last
         // fully written one ended.
         let front_started = self.written_total > self.completed_end;
@@ -230,6 +342,25 @@ mod tests {
         let mut slices = [IoSlice::new(&[]); 16];
         let n = out.slices(&mut slices);
         slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn released_when_empty_and_accounted() {
+        let mut out = Outbound::default();
+        assert!(out.queue.is_none());
+        out.push_encoded(|b| b.extend_from_slice(b"ab"));
+        out.mark_data();
+        out.release_if_empty();
+        assert_eq!(out.unsent(), (1, 2), "kept while unsent");
+        out.advance(2);
+        out.release_if_empty();
+        assert!(out.queue.is_none());
+        assert_eq!((out.len(), out.unsent()), (0, (0, 0)));
+        out.push_encoded(|b| b.extend_from_slice(b"cd"));
+        out.mark_data();
+        out.clear();
+        out.release_if_empty();
+        assert_eq!(out.unsent(), (1, 2), "lost messages stay counted after clear");
     }
 
     #[test]

@@ -55,14 +55,30 @@ impl Timer {
     }
 }
 
-#[derive(Debug, Default, Clone)]
+/// A stopped timer in [`TimerTable::deadlines`].
+const STOPPED: u64 = u64::MAX;
+
+/// The deadlines, as nanoseconds since `epoch` (the connection's start):
+/// 8 bytes each where an `Option<Instant>` takes 16, on every idle
+/// connection. Exact: an `Instant` plus whole nanoseconds is the same
+/// `Instant` again.
+#[derive(Debug, Clone)]
 pub(crate) struct TimerTable {
-    deadlines: [Option<Instant>; TIMERS],
+    epoch: Instant,
+    deadlines: [u64; TIMERS],
 }
 
 impl TimerTable {
+    /// Every timer stopped; deadlines count from `epoch`.
+    pub(crate) fn new(epoch: Instant) -> TimerTable {
+        TimerTable { epoch, deadlines: [STOPPED; TIMERS] }
+    }
+
+    /// Arms `timer` for `at`. A date before the epoch (a clock that went
+    /// back) is due at once; one some 580 years past it is never.
     pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
-        self.deadlines[timer.index()] = Some(at);
+        let nanos = u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(STOPPED);
+        self.deadlines[timer.index()] = nanos;
     }
 
     /// Arms `timer` for `after` past `now`. A duration too large for
@@ -76,20 +92,24 @@ impl TimerTable {
     }
 
     pub(crate) fn stop(&mut self, timer: Timer) {
-        self.deadlines[timer.index()] = None;
+        self.deadlines[timer.index()] = STOPPED;
     }
 
     pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
-        self.deadlines[timer.index()]
+        self.at(self.deadlines[timer.index()])
+    }
+
+    fn at(&self, nanos: u64) -> Option<Instant> {
+        (nanos != STOPPED).then(|| self.epoch + Duration::from_nanos(nanos))
     }
 
     pub(crate) fn stop_all(&mut self) {
-        self.deadlines = [None; TIMERS];
+        self.deadlines = [STOPPED; TIMERS];
     }
 
     /// The earliest deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.deadlines.iter().flatten().min().copied()
+        self.at(self.deadlines.iter().copied().min().unwrap_or(STOPPED))
     }
 
     /// The timers due at `now`, earliest first.
@@ -108,12 +128,29 @@ mod tests {
     #[test]
     fn a_deadline_past_instants_range_is_never() {
         let now = Instant::now();
-        let mut timers = TimerTable::default();
+        let mut timers = TimerTable::new(now);
         timers.set_after(Timer::Idle, now, Duration::from_secs(1));
         assert_eq!(timers.get(Timer::Idle), Some(now + Duration::from_secs(1)));
         timers.set_after(Timer::Idle, now, Duration::MAX);
         assert_eq!(timers.get(Timer::Idle), None);
         timers.set_after(Timer::Ping, now, Duration::MAX);
+        assert_eq!(timers.next(), None);
+    }
+
+    #[test]
+    fn deadlines_read_back_exactly() {
+        let epoch = Instant::now();
+        let mut timers = TimerTable::new(epoch);
+        assert_eq!(timers.next(), None);
+        let at = epoch + Duration::new(30, 123_456_789);
+        timers.set(Timer::Ping, at);
+        timers.set(Timer::Idle, epoch + Duration::from_secs(90));
+        assert_eq!((timers.get(Timer::Ping), timers.next()), (Some(at), Some(at)));
+        // Before the epoch: due at once, not lost.
+        timers.set(Timer::Message, epoch.checked_sub(Duration::from_secs(1)).unwrap_or(epoch));
+        assert_eq!(timers.next(), Some(epoch));
+        assert_eq!(timers.expired(epoch).collect::<Vec<_>>(), vec![Timer::Message]);
+        timers.stop_all();
         assert_eq!(timers.next(), None);
     }
 
