@@ -364,6 +364,9 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     /// runs and the close's flush deadline starts without waiting for the
     /// handler to `recv`, and `recv` still sees every message, then `None`.
     fn dispatch_events(&mut self, now: Instant) -> bool {
+        // The batch's broadcasts are delivered together when it ends,
+        // before this round's write (see `fanout`).
+        let _cork = crate::fanout::cork();
         let mut progress = false;
         loop {
             let event = {

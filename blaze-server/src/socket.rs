@@ -10,7 +10,7 @@ use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 
-use blaze_proto::{CloseCause, CloseCode, ConnId, Connection, Message, PreparedMessage};
+use blaze_proto::{CloseCause, CloseCode, ConnId, Connection, Message, PreparedBatch, PreparedMessage};
 
 use crate::error::{SendError, WsError};
 use crate::frame::Frame;
@@ -159,8 +159,16 @@ impl ConnShared {
     }
 
     /// Runs `f` on the connection and wakes the driver if there is new
-    /// output for it to write or a state change to act on.
+    /// output for it to write or a state change to act on. Broadcasts this
+    /// thread has corked go first (`fanout`), so they keep their order
+    /// with this send.
     pub(crate) fn with_conn<R>(&self, f: impl FnOnce(&mut ConnInner) -> R) -> R {
+        crate::fanout::uncork();
+        self.update(f)
+    }
+
+    /// [`ConnShared::with_conn`] for the fan-out's own deliveries.
+    fn update<R>(&self, f: impl FnOnce(&mut ConnInner) -> R) -> R {
         let mut inner = self.lock();
         let was_idle = !inner.conn.wants_write();
         let was_open = inner.conn.is_open();
@@ -194,15 +202,44 @@ impl ConnShared {
         out
     }
 
+    /// Queues a broadcast's frame (the fan-out's path: no uncork).
     pub(crate) fn send_prepared(&self, message: &PreparedMessage) -> Result<(), SendError> {
-        self.with_conn(|inner| {
-            if inner.pending_close.is_some() {
-                return Err(SendError::Closed);
+        self.update(|inner| queue_prepared(inner, message))
+    }
+
+    /// Queues every message of a batch of broadcasts under one lock, with
+    /// at most one wake-up: as one shared chunk when it fits whole, else
+    /// one by one, each as `send_prepared` would. Counts each message this
+    /// connection took in `sent`.
+    pub(crate) fn send_batch(&self, batch: &PreparedBatch, sent: &mut [usize]) {
+        self.update(|inner| {
+            if inner.pending_close.is_none() && inner.conn.send_prepared_batch(batch) {
+                inner.metrics.sent_many(batch.messages().len());
+                sent.iter_mut().for_each(|n| *n += 1);
+                return;
             }
-            let result = inner.conn.send_prepared(message).map_err(SendError::from);
-            inner.metrics.sent(&result, inner.conn.is_open());
-            result
+            for (message, n) in batch.messages().iter().zip(sent) {
+                if queue_prepared(inner, message).is_ok() {
+                    *n += 1;
+                }
+            }
         })
+    }
+}
+
+fn queue_prepared(inner: &mut ConnInner, message: &PreparedMessage) -> Result<(), SendError> {
+    if inner.pending_close.is_some() {
+        return Err(SendError::Closed);
+    }
+    let result = inner.conn.send_prepared(message).map_err(SendError::from);
+    inner.metrics.sent(&result, inner.conn.is_open());
+    result
+}
+
+impl ConnShared {
+    /// Queues a frame framed for many (a handle's `send_prepared`).
+    fn send_prepared_direct(&self, message: &PreparedMessage) -> Result<(), SendError> {
+        self.with_conn(|inner| queue_prepared(inner, message))
     }
 }
 
@@ -273,6 +310,7 @@ impl WebSocket {
     /// the socket, and their bytes. Once the connection has ended, these
     /// were lost (and `on_error` got [`WsError::Lost`] with the same count).
     pub fn unsent(&self) -> (u64, u64) {
+        crate::fanout::uncork();
         self.shared.lock().conn.unsent()
     }
 
@@ -293,7 +331,7 @@ impl WebSocket {
 
     /// Sends a message framed once for many receivers.
     pub fn send_prepared(&self, message: &PreparedMessage) -> Result<(), SendError> {
-        self.shared.send_prepared(message)
+        self.shared.send_prepared_direct(message)
     }
 
     /// Sends a ping (at most 125 bytes of payload).
@@ -332,12 +370,14 @@ impl WebSocket {
 
     /// Whether messages can still be sent.
     pub fn is_open(&self) -> bool {
+        crate::fanout::uncork();
         let inner = self.shared.lock();
         inner.conn.is_open() && inner.pending_close.is_none()
     }
 
     /// Bytes queued for this client and not yet written.
     pub fn buffered_amount(&self) -> usize {
+        crate::fanout::uncork();
         self.shared.lock().conn.pending_bytes()
     }
 
@@ -483,7 +523,7 @@ impl WebSocket {
         self.with_hub(|hub| hub.publish(topic, message, Some(self.id())))
     }
 
-    fn with_hub<R>(&self, f: impl FnOnce(&Hub) -> Result<R, SendError>) -> Result<R, SendError> {
+    fn with_hub<R>(&self, f: impl FnOnce(&Arc<Hub>) -> Result<R, SendError>) -> Result<R, SendError> {
         match &self.shared.hub {
             Some(hub) => f(hub),
             None => Err(SendError::Invalid("broadcast is for server connections".into())),
@@ -501,6 +541,8 @@ impl WebSocket {
 
     /// Runs a future on the server's runtime (for handler work that awaits).
     pub fn spawn(&self, future: impl std::future::Future<Output = ()> + Send + 'static) {
+        // What this handler broadcast comes before anything the task sends.
+        crate::fanout::uncork();
         (self.shared.spawner)(Box::pin(future));
     }
 }
