@@ -538,7 +538,9 @@ impl Connection {
         if self.role != Role::Server || self.state != State::Open || !fits {
             return false;
         }
-        if self.deflate.is_some() && batch.messages().iter().any(|m| m.compressible() && self.compresses(m.payload_len())) {
+        if self.deflate.is_some()
+            && batch.messages().iter().any(|m| m.compressible() && self.compresses(m.payload_len()))
+        {
             return false;
         }
         self.outbound.push_shared_frames(batch.frames(), batch.messages().iter().map(|m| m.frame().len()));
