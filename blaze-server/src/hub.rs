@@ -68,11 +68,12 @@ impl Listed {
 
     fn remove(&mut self, id: ConnId) -> Option<Arc<ConnShared>> {
         if let Some(path) = self.registry.path_of(id) {
-            let path = path.to_owned();
-            self.stale_path(&path);
-            let topics: Vec<String> = self.registry.topics_of(id).map(str::to_owned).collect();
-            for topic in topics {
-                self.stale_topic(&topic);
+            self.stale.extend(self.paths.remove(path));
+            self.stale.extend(self.all.take());
+            if !self.topics.is_empty() {
+                for topic in self.registry.topics_of(id) {
+                    self.stale.extend(self.topics.remove(topic));
+                }
             }
         }
         self.registry.remove(id)
