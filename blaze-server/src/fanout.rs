@@ -45,7 +45,9 @@ use std::sync::Arc;
 
 use blaze_proto::{ConnId, PreparedBatch, PreparedMessage};
 
+use crate::error::SendError;
 use crate::hub::{Hub, Members};
+use crate::socket::{ConnInner, ConnShared};
 
 /// Corked messages past which the cork is flushed early (bounds the memory
 /// one handler batch can hold back).
@@ -193,4 +195,35 @@ fn deliver(hub: &Hub, members: &Members, except: Option<ConnId>, messages: Vec<P
         hub.record_delivery(prepared, n);
     }
     sent[0]
+}
+
+impl ConnShared {
+    /// Queues every message of a batch of broadcasts under one lock, with
+    /// at most one wake-up: as one shared chunk when it fits whole, else
+    /// one by one, each as `send_prepared` would. Counts each message this
+    /// connection took in `sent`.
+    fn send_batch(&self, batch: &PreparedBatch, sent: &mut [usize]) {
+        self.update(|inner| {
+            if inner.pending_close.is_none() && inner.conn.send_prepared_batch(batch) {
+                inner.metrics.sent_many(batch.messages().len());
+                sent.iter_mut().for_each(|n| *n += 1);
+                return;
+            }
+            for (message, n) in batch.messages().iter().zip(sent) {
+                if queue_prepared(inner, message).is_ok() {
+                    *n += 1;
+                }
+            }
+        })
+    }
+}
+
+/// What `ConnShared::send_prepared` does, under a lock already held.
+fn queue_prepared(inner: &mut ConnInner, message: &PreparedMessage) -> Result<(), SendError> {
+    if inner.pending_close.is_some() {
+        return Err(SendError::Closed);
+    }
+    let result = inner.conn.send_prepared(message).map_err(SendError::from);
+    inner.metrics.sent(&result, inner.conn.is_open());
+    result
 }

@@ -10,7 +10,7 @@ use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 
-use blaze_proto::{CloseCause, CloseCode, ConnId, Connection, Message, PreparedBatch, PreparedMessage};
+use blaze_proto::{CloseCause, CloseCode, ConnId, Connection, Message, PreparedMessage};
 
 use crate::error::{SendError, WsError};
 use crate::frame::Frame;
@@ -167,8 +167,9 @@ impl ConnShared {
         self.update(f)
     }
 
-    /// [`ConnShared::with_conn`] for the fan-out's own deliveries.
-    fn update<R>(&self, f: impl FnOnce(&mut ConnInner) -> R) -> R {
+    /// [`ConnShared::with_conn`] without the uncork (for the fan-out's
+    /// own deliveries).
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut ConnInner) -> R) -> R {
         let mut inner = self.lock();
         let was_idle = !inner.conn.wants_write();
         let was_open = inner.conn.is_open();
@@ -202,44 +203,15 @@ impl ConnShared {
         out
     }
 
-    /// Queues a broadcast's frame (the fan-out's path: no uncork).
     pub(crate) fn send_prepared(&self, message: &PreparedMessage) -> Result<(), SendError> {
-        self.update(|inner| queue_prepared(inner, message))
-    }
-
-    /// Queues every message of a batch of broadcasts under one lock, with
-    /// at most one wake-up: as one shared chunk when it fits whole, else
-    /// one by one, each as `send_prepared` would. Counts each message this
-    /// connection took in `sent`.
-    pub(crate) fn send_batch(&self, batch: &PreparedBatch, sent: &mut [usize]) {
-        self.update(|inner| {
-            if inner.pending_close.is_none() && inner.conn.send_prepared_batch(batch) {
-                inner.metrics.sent_many(batch.messages().len());
-                sent.iter_mut().for_each(|n| *n += 1);
-                return;
+        self.with_conn(|inner| {
+            if inner.pending_close.is_some() {
+                return Err(SendError::Closed);
             }
-            for (message, n) in batch.messages().iter().zip(sent) {
-                if queue_prepared(inner, message).is_ok() {
-                    *n += 1;
-                }
-            }
+            let result = inner.conn.send_prepared(message).map_err(SendError::from);
+            inner.metrics.sent(&result, inner.conn.is_open());
+            result
         })
-    }
-}
-
-fn queue_prepared(inner: &mut ConnInner, message: &PreparedMessage) -> Result<(), SendError> {
-    if inner.pending_close.is_some() {
-        return Err(SendError::Closed);
-    }
-    let result = inner.conn.send_prepared(message).map_err(SendError::from);
-    inner.metrics.sent(&result, inner.conn.is_open());
-    result
-}
-
-impl ConnShared {
-    /// Queues a frame framed for many (a handle's `send_prepared`).
-    fn send_prepared_direct(&self, message: &PreparedMessage) -> Result<(), SendError> {
-        self.with_conn(|inner| queue_prepared(inner, message))
     }
 }
 
@@ -331,7 +303,7 @@ impl WebSocket {
 
     /// Sends a message framed once for many receivers.
     pub fn send_prepared(&self, message: &PreparedMessage) -> Result<(), SendError> {
-        self.shared.send_prepared_direct(message)
+        self.shared.send_prepared(message)
     }
 
     /// Sends a ping (at most 125 bytes of payload).
