@@ -65,7 +65,7 @@ pub use connection::{deadline_after, BackpressurePolicy, Config, Connection, Sta
 pub use error::{ProtocolError, UsageError};
 pub use frame::Role;
 pub use message::{CloseCause, CloseInfo, Event, Message};
-pub use prepared::PreparedMessage;
+pub use prepared::{PreparedBatch, PreparedMessage};
 pub use registry::{ConnId, IdSet, Registry};
 pub use utf8::{validate_utf8, Utf8Bytes, Utf8Validator};
 

@@ -147,6 +147,45 @@ impl PreparedMessage {
     }
 }
 
+/// Several prepared messages for the same receivers, their frames joined
+/// once into one buffer: a connection queues the whole batch as one shared
+/// chunk (one reference count, one iovec) with
+/// [`crate::Connection::send_prepared_batch`], in the messages' order.
+///
+/// ```
+/// use blaze_proto::{PreparedBatch, PreparedMessage};
+/// let batch = PreparedBatch::new(vec![PreparedMessage::text("a"), PreparedMessage::text("bc")]);
+/// assert_eq!(&batch.frames()[..], &[0x81, 1, b'a', 0x81, 2, b'b', b'c']);
+/// assert_eq!(batch.messages().len(), 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct PreparedBatch {
+    messages: Vec<PreparedMessage>,
+    frames: Bytes,
+}
+
+impl PreparedBatch {
+    /// Joins the messages' frames, in order (one copy, made once for every
+    /// receiver).
+    pub fn new(messages: Vec<PreparedMessage>) -> PreparedBatch {
+        let mut frames = BytesMut::with_capacity(messages.iter().map(|m| m.frame.len()).sum());
+        for message in &messages {
+            frames.extend_from_slice(&message.frame);
+        }
+        PreparedBatch { messages, frames: frames.freeze() }
+    }
+
+    /// The messages, in order.
+    pub fn messages(&self) -> &[PreparedMessage] {
+        &self.messages
+    }
+
+    /// Every message's frame, one after the other.
+    pub fn frames(&self) -> &Bytes {
+        &self.frames
+    }
+}
+
 impl From<&Message> for PreparedMessage {
     fn from(message: &Message) -> PreparedMessage {
         PreparedMessage::new(message)

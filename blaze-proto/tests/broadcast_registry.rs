@@ -8,7 +8,7 @@ use std::io::IoSlice;
 use std::time::Instant;
 
 use blaze_proto::frame::{OpCode, Role};
-use blaze_proto::{ConnId, Connection, Event, Message, PreparedMessage, Registry};
+use blaze_proto::{ConnId, Connection, Event, Message, PreparedBatch, PreparedMessage, Registry};
 use common::*;
 
 fn first_slice_ptr(conn: &Connection) -> *const u8 {
@@ -36,6 +36,39 @@ fn one_prepared_message_on_100_connections_reaches_each_client_once() {
         assert_eq!(&wire[..], &prepared.frame()[..]);
         assert_eq!(pair.client_events(), [Event::Message(Message::text(text.clone()))]);
     }
+}
+
+#[test]
+fn a_batch_queues_what_one_by_one_would_as_one_shared_chunk() {
+    let messages: Vec<PreparedMessage> = (0..50).map(|i| PreparedMessage::text(&format!("tick {i}"))).collect();
+    let batch = PreparedBatch::new(messages.clone());
+    let mut one_by_one = Connection::new(Role::Server, quiet(), Instant::now());
+    let mut batched = Connection::new(Role::Server, quiet(), Instant::now());
+    one_by_one.send(Message::text("before")).unwrap();
+    batched.send(Message::text("before")).unwrap();
+    for m in &messages {
+        one_by_one.send_prepared(m).unwrap();
+    }
+    assert!(batched.send_prepared_batch(&batch));
+    assert_eq!(batched.unsent(), one_by_one.unsent(), "each message is counted");
+    let mut slices = [IoSlice::new(&[]); 8];
+    let n = batched.transmit_slices(&mut slices);
+    assert!(slices[..n].iter().any(|sl| sl.as_ptr() == batch.frames().as_ptr()), "shared, not copied");
+    assert_eq!(take_output(&mut batched), take_output(&mut one_by_one));
+    assert_eq!(batched.unsent(), (0, 0));
+}
+
+#[test]
+fn a_batch_over_the_limit_or_on_a_closed_connection_queues_nothing() {
+    let batch = PreparedBatch::new(vec![PreparedMessage::binary(&[1; 600]), PreparedMessage::binary(&[2; 600])]);
+    let mut s = Connection::new(Role::Server, quiet().max_backpressure(1000), Instant::now());
+    assert!(!s.send_prepared_batch(&batch), "1,204 bytes do not fit in 1,000: sent one by one instead");
+    assert_eq!(s.unsent(), (0, 0));
+    let mut s = Connection::new(Role::Server, quiet(), Instant::now());
+    s.close(blaze_proto::CloseCode::NORMAL, "", Instant::now()).unwrap();
+    assert!(!s.send_prepared_batch(&batch));
+    let mut c = Connection::new(Role::Client, quiet(), Instant::now());
+    assert!(!c.send_prepared_batch(&batch), "a client masks each frame");
 }
 
 #[test]

@@ -205,7 +205,11 @@ impl App {
     ///   that route, whatever their paths (every room).
     ///
     /// Returns how many connections it was queued for (0 if none is there
-    /// now); never waits on a slow client. A path no WebSocket route
+    /// now); never waits on a slow client. Made from a callback handler,
+    /// a broadcast is queued when the batch of messages the connection
+    /// read ends, together with the batch's other broadcasts (one buffer
+    /// and one wake-up per receiver; order and the receivers of the moment
+    /// are kept), and the count is of the connections it is addressed to. A path no WebSocket route
     /// matches is [`SendError::NoRoute`]: nobody could ever be there, so it
     /// is a mistake (a typo, a route not added yet), reported before the
     /// message is serialized. Every connection on every route:

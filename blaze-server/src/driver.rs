@@ -382,6 +382,9 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     /// runs and the close's flush deadline starts without waiting for the
     /// handler to `recv`, and `recv` still sees every message, then `None`.
     fn dispatch_events(&mut self, now: Instant) -> bool {
+        // The batch's broadcasts are delivered together when it ends,
+        // before this round's write (see `fanout`).
+        let _cork = crate::fanout::cork();
         let mut progress = false;
         loop {
             let event = {
@@ -469,6 +472,8 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     /// them all and asks for the next (its replies are queued by then),
     /// at most `close_timeout`, so it loses no reply either.
     fn close_for_rate_limit(&mut self, now: Instant) {
+        // This batch's broadcasts are queued ahead of the close, as sends are.
+        crate::fanout::uncork();
         let mut inner = self.ws.shared.lock();
         if let Some(inbox) = inner.inbox.as_mut() {
             inbox.close_when_read = Some((CloseCode::POLICY_VIOLATION, RATE_LIMIT_REASON.to_owned()));
@@ -491,6 +496,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
         if let Err(panic) = result {
             let message = panic_message(&*panic);
             tracing::error!(id = %self.ws.id(), "handler panicked: {message}");
+            crate::fanout::uncork();
             let now = self.rt.now();
             let _ = self.ws.shared.lock().conn.close(CloseCode::INTERNAL_ERROR, "internal error", now);
             let error = WsError::HandlerPanicked(message);

@@ -1,9 +1,11 @@
 //! The server's registry of live connections and its broadcast paths.
 //! Every broadcast is framed once ([`blaze_proto::PreparedMessage`]) and
-//! the same bytes are queued on every receiver.
+//! the same bytes are queued on every receiver, from a member list taken
+//! under the registry lock and delivered outside it ([`crate::fanout`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -11,6 +13,7 @@ use blaze_proto::{ConnId, PreparedMessage, Registry};
 
 use crate::cluster::{self, Backplane, ClusterMember, Target};
 use crate::error::SendError;
+use crate::fanout;
 use crate::outgoing::IntoPrepared;
 use crate::router::normalize_path;
 use crate::socket::{ConnShared, WebSocket};
@@ -27,14 +30,129 @@ pub struct ConnectionSummary {
     pub path: String,
 }
 
+/// The receivers of a broadcast: each one's id and handle. Listed once
+/// per change of membership and shared (one `Arc`) by every broadcast to
+/// the same place until the next change, so a broadcast holds the
+/// registry lock only to clone it, never while it delivers.
+pub(crate) type Members = Arc<[(ConnId, Arc<ConnShared>)]>;
+
+/// A registry and the member lists handed to broadcasts. Reads go through
+/// `Deref`; every change goes through a method here, which drops the
+/// lists it makes stale.
+#[derive(Default)]
+struct Listed {
+    registry: Registry<Arc<ConnShared>>,
+    paths: HashMap<String, Members>,
+    topics: HashMap<String, Members>,
+    all: Option<Members>,
+    /// Lists made stale under the lock, to drop once it is released (the
+    /// last holder of a 10,000-member list releases 10,000 handles).
+    stale: Vec<Members>,
+}
+
+impl Deref for Listed {
+    type Target = Registry<Arc<ConnShared>>;
+    fn deref(&self) -> &Registry<Arc<ConnShared>> {
+        &self.registry
+    }
+}
+
+impl Listed {
+    fn insert(&mut self, id: ConnId, path: &str, shared: Arc<ConnShared>) -> bool {
+        let inserted = self.registry.insert(id, path, shared);
+        if inserted {
+            self.stale_path(path);
+        }
+        inserted
+    }
+
+    fn remove(&mut self, id: ConnId) -> Option<Arc<ConnShared>> {
+        if let Some(path) = self.registry.path_of(id) {
+            self.stale.extend(self.paths.remove(path));
+            self.stale.extend(self.all.take());
+            if !self.topics.is_empty() {
+                for topic in self.registry.topics_of(id) {
+                    self.stale.extend(self.topics.remove(topic));
+                }
+            }
+        }
+        self.registry.remove(id)
+    }
+
+    fn join(&mut self, id: ConnId, topic: &str) -> bool {
+        let joined = self.registry.join(id, topic);
+        if joined {
+            self.stale_topic(topic);
+        }
+        joined
+    }
+
+    fn leave(&mut self, id: ConnId, topic: &str) -> bool {
+        let left = self.registry.leave(id, topic);
+        if left {
+            self.stale_topic(topic);
+        }
+        left
+    }
+
+    fn stale_path(&mut self, path: &str) {
+        self.stale.extend(self.paths.remove(path));
+        self.stale.extend(self.all.take());
+    }
+
+    fn stale_topic(&mut self, topic: &str) {
+        self.stale.extend(self.topics.remove(topic));
+    }
+
+    /// The connections on `path` (`None`: nobody), and whether `except` is one.
+    fn path_list(&mut self, path: &str, except: Option<ConnId>) -> (Option<Members>, bool) {
+        let listed = except.is_some_and(|e| self.registry.path_of(e) == Some(path));
+        if let Some(members) = self.paths.get(path) {
+            return (Some(members.clone()), listed);
+        }
+        let members = list(self.registry.path_members(path));
+        if let Some(members) = &members {
+            self.paths.insert(path.to_owned(), members.clone());
+        }
+        (members, listed)
+    }
+
+    /// The members of `topic`, and whether `except` is one.
+    fn topic_list(&mut self, topic: &str, except: Option<ConnId>) -> (Option<Members>, bool) {
+        let listed = except.is_some_and(|e| self.registry.topics_of(e).any(|t| t == topic));
+        if let Some(members) = self.topics.get(topic) {
+            return (Some(members.clone()), listed);
+        }
+        let members = list(self.registry.topic_members(topic));
+        if let Some(members) = &members {
+            self.topics.insert(topic.to_owned(), members.clone());
+        }
+        (members, listed)
+    }
+
+    /// Every connection, and whether `except` is one.
+    fn all_list(&mut self, except: Option<ConnId>) -> (Option<Members>, bool) {
+        let listed = except.is_some_and(|e| self.registry.get(e).is_some());
+        if self.all.is_none() {
+            self.all = list(self.registry.iter());
+        }
+        (self.all.clone(), listed)
+    }
+}
+
+fn list<'a>(members: impl Iterator<Item = (ConnId, &'a Arc<ConnShared>)>) -> Option<Members> {
+    let members: Members = members.map(|(id, s)| (id, s.clone())).collect();
+    (!members.is_empty()).then_some(members)
+}
+
 #[derive(Default)]
 pub(crate) struct Hub {
-    registry: Mutex<Registry<Arc<ConnShared>>>,
+    registry: Mutex<Listed>,
     /// Connections of routes with parameters, keyed by the route pattern
     /// (`/game/:room_id`), so a broadcast to the pattern reaches every room
     /// without scanning every connection. Routes without parameters need
     /// none: their pattern is their one path.
-    by_route: Mutex<Registry<Arc<ConnShared>>>,
+    by_route: Mutex<Listed>,
     /// Live connections per route pattern (for `max_connections`).
     per_route: Mutex<HashMap<String, usize>>,
     /// Live connections per route pattern and client key ([`ip_key`]; for
@@ -51,6 +169,17 @@ pub(crate) struct Hub {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Changes a registry, dropping the member lists it made stale after the
+/// lock is released.
+fn change<R>(m: &Mutex<Listed>, f: impl FnOnce(&mut Listed) -> R) -> R {
+    let mut listed = lock(m);
+    let out = f(&mut listed);
+    let stale = std::mem::take(&mut listed.stale);
+    drop(listed);
+    drop(stale);
+    out
 }
 
 /// The default of `WsConfig::ipv6_prefix_len`: how many leading bits of
@@ -161,46 +290,52 @@ impl Hub {
         let id = shared.id;
         if shared.info.route() != path {
             let route = shared.info.route().to_owned();
-            lock(&self.by_route).insert(id, &route, shared.clone());
+            let shared = shared.clone();
+            change(&self.by_route, |by_route| by_route.insert(id, &route, shared));
         }
-        let mut registry = lock(&self.registry);
-        // Told under the lock, so the backplane sees joins and leaves in
-        // the registry's order.
-        if registry.insert(id, &path, shared) {
-            if let Some(backplane) = self.backplane() {
-                backplane.joined(&Target::Path(path), id);
+        change(&self.registry, |registry| {
+            // Told under the lock, so the backplane sees joins and leaves
+            // in the registry's order.
+            if registry.insert(id, &path, shared) {
+                if let Some(backplane) = self.backplane() {
+                    backplane.joined(&Target::Path(path), id);
+                }
             }
-        }
+        });
     }
 
     pub(crate) fn unregister(&self, id: ConnId) {
-        let mut registry = lock(&self.registry);
-        if let Some(backplane) = self.backplane() {
-            cluster::announce_removal(&registry, id, &**backplane);
-        }
-        if let Some(shared) = registry.remove(id) {
+        let removed = change(&self.registry, |registry| {
+            if let Some(backplane) = self.backplane() {
+                cluster::announce_removal(registry, id, &**backplane);
+            }
+            registry.remove(id)
+        });
+        if let Some(shared) = removed {
             if shared.info.route() != shared.info.path() {
-                lock(&self.by_route).remove(id);
+                change(&self.by_route, |by_route| by_route.remove(id));
             }
         }
     }
 
     pub(crate) fn join(&self, id: ConnId, topic: &str) -> bool {
-        let mut registry = lock(&self.registry);
-        let joined = registry.join(id, topic);
-        if let (true, Some(backplane)) = (joined, self.backplane()) {
-            backplane.joined(&Target::Topic(topic.to_owned()), id);
-        }
-        joined
+        change(&self.registry, |registry| {
+            let joined = registry.join(id, topic);
+            if let (true, Some(backplane)) = (joined, self.backplane()) {
+                backplane.joined(&Target::Topic(topic.to_owned()), id);
+            }
+            joined
+        })
     }
 
     pub(crate) fn leave(&self, id: ConnId, topic: &str) -> bool {
-        let mut registry = lock(&self.registry);
-        let left = registry.leave(id, topic);
-        if let (true, Some(backplane)) = (left, self.backplane()) {
-            backplane.left(&Target::Topic(topic.to_owned()), id);
-        }
-        left
+        change(&self.registry, |registry| {
+            let left = registry.leave(id, topic);
+            if let (true, Some(backplane)) = (left, self.backplane()) {
+                backplane.left(&Target::Topic(topic.to_owned()), id);
+            }
+            left
+        })
     }
 
     pub(crate) fn backplane(&self) -> Option<&Arc<dyn Backplane>> {
@@ -241,7 +376,7 @@ impl Hub {
     /// Queues `message` on every connection on `path` (but `except`);
     /// `path` is normalized like request paths (`/chat/` is `/chat`).
     pub(crate) fn broadcast(
-        &self,
+        self: &Arc<Self>,
         path: &str,
         message: impl IntoPrepared,
         except: Option<ConnId>,
@@ -257,43 +392,43 @@ impl Hub {
 
     /// Queues a framed message on this node's connections on `path`
     /// (already normalized).
-    pub(crate) fn deliver_local_path(&self, path: &str, prepared: &PreparedMessage, except: Option<ConnId>) -> usize {
-        let registry = lock(&self.registry);
-        let sent = deliver(registry.path_members(path), prepared, except);
-        self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
-        crate::metrics::broadcast(sent, prepared.compressions());
-        sent
+    pub(crate) fn deliver_local_path(
+        self: &Arc<Self>,
+        path: &str,
+        prepared: &PreparedMessage,
+        except: Option<ConnId>,
+    ) -> usize {
+        let (members, listed) = lock(&self.registry).path_list(path, except);
+        fanout::send(self, members, prepared, except, listed)
     }
 
     /// Queues `message` on every connection of the route with pattern
     /// `pattern` (as written in `app.ws`, normalized), whatever its path.
     pub(crate) fn broadcast_route(
-        &self,
+        self: &Arc<Self>,
         pattern: &str,
         message: impl IntoPrepared,
         except: Option<ConnId>,
     ) -> Result<usize, SendError> {
         let prepared = self.prepare(message)?;
-        let by_route = lock(&self.by_route);
-        let sent = deliver(by_route.path_members(pattern), &prepared, except);
-        self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
-        crate::metrics::broadcast(sent, prepared.compressions());
-        Ok(sent)
+        let (members, listed) = lock(&self.by_route).path_list(pattern, except);
+        Ok(fanout::send(self, members, &prepared, except, listed))
     }
 
     /// Queues `message` on every live connection of every route (but `except`).
-    pub(crate) fn broadcast_all(&self, message: impl IntoPrepared, except: Option<ConnId>) -> Result<usize, SendError> {
+    pub(crate) fn broadcast_all(
+        self: &Arc<Self>,
+        message: impl IntoPrepared,
+        except: Option<ConnId>,
+    ) -> Result<usize, SendError> {
         let prepared = self.prepare(message)?;
-        let registry = lock(&self.registry);
-        let sent = deliver(registry.iter(), &prepared, except);
-        self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
-        crate::metrics::broadcast(sent, prepared.compressions());
-        Ok(sent)
+        let (members, listed) = lock(&self.registry).all_list(except);
+        Ok(fanout::send(self, members, &prepared, except, listed))
     }
 
     /// Queues `message` on every member of `topic` (but `except`).
     pub(crate) fn publish(
-        &self,
+        self: &Arc<Self>,
         topic: &str,
         message: impl IntoPrepared,
         except: Option<ConnId>,
@@ -307,12 +442,21 @@ impl Hub {
     }
 
     /// Queues a framed message on this node's members of `topic`.
-    pub(crate) fn deliver_local_topic(&self, topic: &str, prepared: &PreparedMessage, except: Option<ConnId>) -> usize {
-        let registry = lock(&self.registry);
-        let sent = deliver(registry.topic_members(topic), prepared, except);
+    pub(crate) fn deliver_local_topic(
+        self: &Arc<Self>,
+        topic: &str,
+        prepared: &PreparedMessage,
+        except: Option<ConnId>,
+    ) -> usize {
+        let (members, listed) = lock(&self.registry).topic_list(topic, except);
+        fanout::send(self, members, prepared, except, listed)
+    }
+
+    /// Counts a broadcast queued on `sent` receivers (and what compressing
+    /// it cost), once it has been.
+    pub(crate) fn record_delivery(&self, prepared: &PreparedMessage, sent: usize) {
         self.compressions.fetch_add(prepared.compressions(), Ordering::Relaxed);
         crate::metrics::broadcast(sent, prepared.compressions());
-        sent
     }
 
     /// Every live connection (for shutdown), oldest first. The registry is
@@ -357,16 +501,6 @@ impl Hub {
     pub(crate) fn compressions(&self) -> u64 {
         self.compressions.load(Ordering::Relaxed)
     }
-}
-
-/// Queues the same frame on each member. A member whose queue is full is
-/// dealt with by its backpressure policy; a broadcast never waits.
-fn deliver<'a>(
-    members: impl Iterator<Item = (ConnId, &'a Arc<ConnShared>)>,
-    prepared: &PreparedMessage,
-    except: Option<ConnId>,
-) -> usize {
-    members.filter(|(id, _)| Some(*id) != except).filter(|(_, s)| s.send_prepared(prepared).is_ok()).count()
 }
 
 #[cfg(test)]

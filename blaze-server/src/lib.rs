@@ -18,6 +18,7 @@ mod cluster;
 mod config;
 mod driver;
 mod error;
+mod fanout;
 mod frame;
 mod handler;
 mod hub;

@@ -196,6 +196,12 @@ mod enabled {
                 Err(_) => {}
             }
         }
+
+        /// Counts `n` sends that were all queued.
+        #[inline]
+        pub(crate) fn sent_many(&mut self, n: usize) {
+            self.messages += n as u64;
+        }
     }
 
     /// One open connection on the gauge, by route, for as long as it lives.
@@ -340,6 +346,8 @@ mod disabled {
     impl SendCounts {
         #[inline(always)]
         pub(crate) fn sent(&mut self, _result: &Result<(), SendError>, _open: bool) {}
+        #[inline(always)]
+        pub(crate) fn sent_many(&mut self, _n: usize) {}
     }
 
     #[derive(Debug)]

@@ -141,8 +141,17 @@ impl ConnShared {
     }
 
     /// Runs `f` on the connection and wakes the driver if there is new
-    /// output for it to write or a state change to act on.
+    /// output for it to write or a state change to act on. Broadcasts this
+    /// thread has corked go first (`fanout`), so they keep their order
+    /// with this send.
     pub(crate) fn with_conn<R>(&self, f: impl FnOnce(&mut ConnInner) -> R) -> R {
+        crate::fanout::uncork();
+        self.update(f)
+    }
+
+    /// [`ConnShared::with_conn`] without the uncork (for the fan-out's
+    /// own deliveries).
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut ConnInner) -> R) -> R {
         let mut inner = self.lock();
         let was_idle = !inner.conn.wants_write();
         let was_open = inner.conn.is_open();
@@ -255,6 +264,7 @@ impl WebSocket {
     /// the socket, and their bytes. Once the connection has ended, these
     /// were lost (and `on_error` got [`WsError::Lost`] with the same count).
     pub fn unsent(&self) -> (u64, u64) {
+        crate::fanout::uncork();
         self.shared.lock().conn.unsent()
     }
 
@@ -314,12 +324,14 @@ impl WebSocket {
 
     /// Whether messages can still be sent.
     pub fn is_open(&self) -> bool {
+        crate::fanout::uncork();
         let inner = self.shared.lock();
         inner.conn.is_open() && inner.pending_close.is_none()
     }
 
     /// Bytes queued for this client and not yet written.
     pub fn buffered_amount(&self) -> usize {
+        crate::fanout::uncork();
         self.shared.lock().conn.pending_bytes()
     }
 
@@ -471,7 +483,7 @@ impl WebSocket {
         self.with_hub(|hub| hub.publish(topic, message, Some(self.id())))
     }
 
-    fn with_hub<R>(&self, f: impl FnOnce(&Hub) -> Result<R, SendError>) -> Result<R, SendError> {
+    fn with_hub<R>(&self, f: impl FnOnce(&Arc<Hub>) -> Result<R, SendError>) -> Result<R, SendError> {
         match &self.shared.hub {
             Some(hub) => f(hub),
             None => Err(SendError::Invalid("broadcast is for server connections".into())),
@@ -489,6 +501,8 @@ impl WebSocket {
 
     /// Runs a future on the server's runtime (for handler work that awaits).
     pub fn spawn(&self, future: impl std::future::Future<Output = ()> + Send + 'static) {
+        // What this handler broadcast comes before anything the task sends.
+        crate::fanout::uncork();
         (self.shared.spawner)(Box::pin(future));
     }
 }

@@ -108,6 +108,9 @@ async fn serialize_values_are_broadcast_and_published_as_json_without_a_wrapper(
     let (addr, _server) = serve(&app).await;
     let mut client = blocking(move || connect(addr, "/market")).await;
     wait_for(&app, 1).await;
+    // Registered before the 101 is written, but joined in `on_open`, which
+    // runs after it: wait for the join too.
+    assert!(eventually(Duration::from_secs(5), || app.topic_count("btc") == 1).await);
     let encodings = app.encodings();
     assert_eq!(app.broadcast_json("/market", &Update { symbol: "BTC", price: 95000.5 }).unwrap(), 1);
     assert_eq!(app.publish_json("btc", &Update { symbol: "BTC", price: 1.0 }).unwrap(), 1);

@@ -20,7 +20,7 @@ use crate::error::{ProtocolError, UsageError};
 use crate::frame::{encode_frame, put_header, DecodedFrame, FrameDecoder, FrameHeader, OpCode, Role};
 use crate::mask_keys::MaskKeys;
 use crate::message::{CloseCause, CloseInfo, Event, Message};
-use crate::prepared::PreparedMessage;
+use crate::prepared::{PreparedBatch, PreparedMessage};
 use assemble::Assembler;
 use outbound::{Outbound, COPY_THRESHOLD};
 pub(crate) use timer::far_future;
@@ -572,6 +572,27 @@ impl Connection {
         }
         self.note_sent();
         Ok(())
+    }
+
+    /// Queues every message of `batch` in one step, as one shared chunk,
+    /// when that is exactly what [`Connection::send_prepared`] on each in
+    /// turn would do: a server connection, open, none of the messages
+    /// compressed, and all of them within `max_backpressure`. Returns
+    /// whether it did; `false` queues nothing, and the caller sends them
+    /// one by one (compression, the backpressure policy).
+    pub fn send_prepared_batch(&mut self, batch: &PreparedBatch) -> bool {
+        let fits = self.outbound.len() + batch.frames().len() <= self.config.max_backpressure;
+        if self.role != Role::Server || self.state != State::Open || !fits {
+            return false;
+        }
+        if self.deflate.is_some()
+            && batch.messages().iter().any(|m| m.compressible() && self.compresses(m.payload_len()))
+        {
+            return false;
+        }
+        self.outbound.push_shared_frames(batch.frames(), batch.messages().iter().map(|m| m.frame().len()));
+        self.sent_since_idle_arm = true;
+        true
     }
 
     fn send_payload(&mut self, opcode: OpCode, payload: Bytes, compress: bool) -> Result<(), UsageError> {

@@ -198,6 +198,33 @@ impl Queue {
         self.end_frame(len);
     }
 
+    /// Appends frames shared with other connections, already joined into
+    /// one buffer (`lens`: each frame's length, in order, summing to
+    /// `frames.len()`): one chunk for all of them, each still counted as a
+    /// frame of its own by [`Outbound::unsent`] and the discards.
+    pub(crate) fn push_shared_frames(&mut self, frames: &Bytes, lens: impl ExactSizeIterator<Item = usize>) {
+        if frames.len() < 256 {
+            self.tail.extend_from_slice(frames);
+        } else {
+            self.seal_tail();
+            self.chunks.push_back(frames.clone());
+        }
+        // What `end_frame` and `mark_data` do per frame, in one pass.
+        self.frame_ends.reserve(lens.len());
+        let start = self.queued_total;
+        let mut end = start;
+        let mut count = 0;
+        for len in lens {
+            end += len as u64;
+            self.frame_ends.push_back(end | DATA_FRAME);
+            count += 1;
+        }
+        debug_assert_eq!(end - start, frames.len() as u64, "lens must cover the frames");
+        self.queued_total = end;
+        self.data_queued += count;
+        self.data_queued_bytes += end - start;
+    }
+
     fn seal_tail(&mut self) {
         if !self.tail.is_empty() {
             self.chunks.push_back(self.tail.split().freeze());
@@ -288,15 +315,23 @@ impl Queue {
                 }
             }
         }
-        while let Some(&tagged) = self.frame_ends.front().filter(|&&end| end & !DATA_FRAME <= self.written_total) {
+        // Frames now written whole: counted in one pass (a corked
+        // broadcast batch completes a hundred at once), then dropped.
+        let mut done = 0;
+        let mut completed = self.completed_end;
+        for &tagged in &self.frame_ends {
             let end = tagged & !DATA_FRAME;
-            if tagged & DATA_FRAME != 0 {
-                self.data_written += 1;
-                self.data_written_bytes += end - self.completed_end;
+            if end > self.written_total {
+                break;
             }
-            self.completed_end = end;
-            self.frame_ends.pop_front();
+            let data = tagged >> 63;
+            self.data_written += data;
+            self.data_written_bytes += (end - completed) * data;
+            completed = end;
+            done += 1;
         }
+        self.completed_end = completed;
+        self.frame_ends.drain(..done);
         if self.tail.is_empty() && self.tail.capacity() > 64 * 1024 {
             // Do not let one burst pin a large buffer on an idle connection.
             self.tail = BytesMut::new();
@@ -425,6 +460,26 @@ mod tests {
         out.advance(2);
         assert_eq!(out.unsent(), (1, 4));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn joined_frames_count_one_by_one() {
+        for size in [3usize, 200] {
+            let mut out = Outbound::default();
+            out.push_encoded(|b| b.extend_from_slice(b"ab"));
+            let frames = Bytes::from(vec![b'x'; 2 * size]);
+            out.push_shared_frames(&frames, [size, size].into_iter());
+            assert_eq!(out.unsent(), (2, 2 * size as u64));
+            let mut expect = b"ab".to_vec();
+            expect.extend(vec![b'x'; 2 * size]);
+            assert_eq!(contents(&out), expect);
+            out.advance(2 + size + 1);
+            assert_eq!(out.unsent(), (1, size as u64), "the first joined frame was written whole");
+            assert_eq!(out.discard_unstarted(), 0, "the second is half written: kept whole");
+            out.advance(size - 1);
+            assert_eq!(out.unsent(), (0, 0));
+            assert!(out.is_empty());
+        }
     }
 
     #[test]
