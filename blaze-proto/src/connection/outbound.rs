@@ -98,6 +98,15 @@ impl Outbound {
         self.pending = q.len();
     }
 
+    /// Appends frames shared with other connections, already joined into
+    /// one buffer (`lens`: each frame's length, in order), each counted as
+    /// a message of its own.
+    pub(crate) fn push_shared_frames(&mut self, frames: &Bytes, lens: impl ExactSizeIterator<Item = usize>) {
+        let q = self.queue();
+        q.push_shared_frames(frames, lens);
+        self.pending = q.len();
+    }
+
     /// Marks the frame just queued as a message's.
     pub(crate) fn mark_data(&mut self) {
         if let Some(q) = self.queue.as_mut() {
@@ -202,7 +211,7 @@ impl Queue {
     /// one buffer (`lens`: each frame's length, in order, summing to
     /// `frames.len()`): one chunk for all of them, each still counted as a
     /// frame of its own by [`Outbound::unsent`] and the discards.
-    pub(crate) fn push_shared_frames(&mut self, frames: &Bytes, lens: impl ExactSizeIterator<Item = usize>) {
+    fn push_shared_frames(&mut self, frames: &Bytes, lens: impl ExactSizeIterator<Item = usize>) {
         if frames.len() < 256 {
             self.tail.extend_from_slice(frames);
         } else {
