@@ -445,7 +445,9 @@ impl WebSocket {
     }
 
     /// Sends to every connection on this connection's path, itself included.
-    /// Returns how many it was queued for.
+    /// Returns how many it was queued for; made from a callback handler, how
+    /// many it is addressed to, as it is delivered when the batch of
+    /// messages being handled ends (see [`crate::App::broadcast`]).
     pub fn broadcast(&self, message: impl IntoPrepared) -> Result<usize, SendError> {
         self.with_hub(|hub| hub.broadcast(self.path(), message, None))
     }
