@@ -182,8 +182,9 @@ def scenarios(quick: bool) -> list[dict]:
              path="/broadcast", args=["chat", "--clients", "32", "--rounds", "200" if quick else "1000"],
              metric="deliveries_per_s", unit="deliveries/s", op="delivery", higher=True, timeout=150),
         # Rooms need the contract's /room/NAME: the Blaze echo example and the Bun peer.
-        dict(key="chat-rooms", title=f"Chat rooms: 1,000 clients in 10 rooms, each sends 5 msgs/s (500k deliveries/s), 32 B, {secs} s",
-             path="/room", args=["chat", "--clients", "1000", "--rooms", "10", "--rate", "5", "--secs", str(secs)],
+        # 2 msgs/s: at 5 (500k deliveries/s) both Blaze and Bun used ~all of their core, and so did the load tool.
+        dict(key="chat-rooms", title=f"Chat rooms: 1,000 clients in 10 rooms, each sends 2 msgs/s (200k deliveries/s), 32 B, {secs} s",
+             path="/room", args=["chat", "--clients", "1000", "--rooms", "10", "--rate", "2", "--secs", str(secs)],
              metric="latency.p99_us", unit="µs p99 delivery", op="delivery", higher=False, timeout=secs + 90,
              servers=["blaze", UWS]),
     ]
@@ -420,6 +421,9 @@ def tables(summary: dict, scs: list[dict], servers: list[str]) -> str:
         ref_u = summary.get((sc["key"], UWS), {})
         for name in servers:
             s = summary[(sc["key"], name)]
+            if not runs_in(sc, name):
+                md.append(f"| {name} | not run in this scenario | | | | | | | | | | |")
+                continue
             if s["good"] == 0:
                 md.append(f"| {name} | failed ({'; '.join(sorted(set(s['errors'])))[:120]}) | | | | | | | | | | |")
                 continue
