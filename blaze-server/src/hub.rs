@@ -107,27 +107,13 @@ impl Listed {
     /// The connections on `path` (`None`: nobody), and whether `except` is one.
     fn path_list(&mut self, path: &str, except: Option<ConnId>) -> (Option<Members>, bool) {
         let listed = except.is_some_and(|e| self.registry.path_of(e) == Some(path));
-        if let Some(members) = self.paths.get(path) {
-            return (Some(members.clone()), listed);
-        }
-        let members = list(self.registry.path_members(path));
-        if let Some(members) = &members {
-            self.paths.insert(path.to_owned(), members.clone());
-        }
-        (members, listed)
+        (cached(&mut self.paths, path, self.registry.path_members(path)), listed)
     }
 
     /// The members of `topic`, and whether `except` is one.
     fn topic_list(&mut self, topic: &str, except: Option<ConnId>) -> (Option<Members>, bool) {
         let listed = except.is_some_and(|e| self.registry.topics_of(e).any(|t| t == topic));
-        if let Some(members) = self.topics.get(topic) {
-            return (Some(members.clone()), listed);
-        }
-        let members = list(self.registry.topic_members(topic));
-        if let Some(members) = &members {
-            self.topics.insert(topic.to_owned(), members.clone());
-        }
-        (members, listed)
+        (cached(&mut self.topics, topic, self.registry.topic_members(topic)), listed)
     }
 
     /// Every connection, and whether `except` is one.
@@ -138,6 +124,21 @@ impl Listed {
         }
         (self.all.clone(), listed)
     }
+}
+
+/// The list cached under `key`, or one built from `members` (and cached,
+/// unless nobody is there).
+fn cached<'a>(
+    cache: &mut HashMap<String, Members>,
+    key: &str,
+    members: impl Iterator<Item = (ConnId, &'a Arc<ConnShared>)>,
+) -> Option<Members> {
+    if let Some(listed) = cache.get(key) {
+        return Some(listed.clone());
+    }
+    let built = list(members)?;
+    cache.insert(key.to_owned(), built.clone());
+    Some(built)
 }
 
 fn list<'a>(members: impl Iterator<Item = (ConnId, &'a Arc<ConnShared>)>) -> Option<Members> {

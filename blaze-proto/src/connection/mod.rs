@@ -2,6 +2,7 @@
 
 mod assemble;
 mod config;
+mod lazy;
 mod outbound;
 mod timer;
 
@@ -437,16 +438,7 @@ impl Connection {
     /// The event queue, made on the first event.
     #[inline]
     fn event_queue(&mut self) -> &mut VecDeque<Event> {
-        if self.events.is_none() {
-            self.make_event_queue();
-        }
-        self.events.as_mut().expect("made above")
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn make_event_queue(&mut self) {
-        self.events = Some(Box::default());
+        lazy::boxed(&mut self.events)
     }
 
     // ---- output ------------------------------------------------------

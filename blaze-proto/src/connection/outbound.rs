@@ -53,16 +53,7 @@ const DATA_FRAME: u64 = 1 << 63;
 impl Outbound {
     #[inline]
     fn queue(&mut self) -> &mut Queue {
-        if self.queue.is_none() {
-            self.make_queue();
-        }
-        self.queue.as_mut().expect("made above")
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn make_queue(&mut self) {
-        self.queue = Some(Box::default());
+        super::lazy::boxed(&mut self.queue)
     }
 
     /// Unsent bytes.
