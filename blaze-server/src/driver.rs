@@ -7,9 +7,9 @@
 //! pongs, broadcast frames) leaves in one vectored write.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::io::IoSlice;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -23,9 +23,9 @@ use crate::error::WsError;
 use crate::handler::{panic_message, Handler};
 use crate::rate::TokenBucket;
 use crate::replies::{ConnErrorReplies, ErrorReplies};
-use crate::socket::ClosedBy;
 use crate::runtime::{BoxFuture, Runtime, Transport};
 use crate::serve::Release;
+use crate::socket::ClosedBy;
 use crate::socket::WebSocket;
 
 /// Read-dispatch-write rounds per poll before yielding, so one busy client
@@ -108,6 +108,8 @@ pub(crate) struct Driver<R: Runtime, T: Transport> {
     /// flush is retried on the next wake-up even with nothing new to write.
     flush_pending: bool,
     phase: Phase,
+    /// Where the last batch's broadcasts may still wait (`fanout::catch_up`).
+    last_cork: Option<Arc<crate::fanout::Cork>>,
     stats: crate::metrics::ConnStats,
     /// Dropped with the driver: unregisters the connection (server side).
     _release: Option<Release>,
@@ -193,6 +195,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             write_stalled_since: None,
             flush_pending: false,
             phase: Phase::Opening,
+            last_cork: None,
             stats: crate::metrics::ConnStats::new(release.is_some()),
             _release: release,
         }
@@ -382,9 +385,12 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     /// runs and the close's flush deadline starts without waiting for the
     /// handler to `recv`, and `recv` still sees every message, then `None`.
     fn dispatch_events(&mut self, now: Instant) -> bool {
-        // The batch's broadcasts are delivered together when it ends,
-        // before this round's write (see `fanout`).
-        let _cork = crate::fanout::cork();
+        if let Some(previous) = self.last_cork.take() {
+            crate::fanout::catch_up(&previous);
+        }
+        // The batch's broadcasts are delivered together with those of the
+        // other drivers this worker runs in the same tick (see `fanout`).
+        let cork = crate::fanout::cork();
         let mut progress = false;
         loop {
             let event = {
@@ -435,6 +441,8 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                 _ => {}
             }
         }
+        let rt = &self.rt;
+        self.last_cork = cork.finish(|flush| rt.spawn_unboxed(flush));
         progress
     }
 

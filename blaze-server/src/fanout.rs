@@ -3,20 +3,28 @@
 //! A broadcast made while a connection's driver hands a batch of events to
 //! its handler (one read's worth of messages, `Driver::dispatch_events`)
 //! is *corked*: it is framed at once and its receivers are looked up at
-//! once, but queueing it on each receiver waits until the batch ends. The
-//! broadcasts of one batch to the same receivers are then joined into one
+//! once, but queueing it on each receiver waits until the end of the
+//! worker thread's scheduler tick: a flusher task is spawned when the
+//! batch ends and first lets every task already ready on the worker run.
+//! The drivers woken by one poll of the reactor (every client of a chat
+//! room that published at once) thus add their broadcasts to one cork. The
+//! broadcasts of a cork to the same receivers are then joined into one
 //! buffer ([`PreparedBatch`]) and each receiver takes them all under one
 //! lock, as one shared chunk (one reference count, one iovec), with at
 //! most one wake-up. This is what uWebSockets does with its publications:
 //! drained once per event-loop iteration, corked per socket. A 10,000
 //! subscriber fan-out of 100 messages read in one go touches each receiver
-//! once instead of 100 times.
+//! once instead of 100 times, and 32 publishers that each publish once
+//! to 32 receivers wake each receiver once instead of 32 times.
 //!
 //! What stays exactly as without the cork:
 //!
-//! * every receiver gets every message once, in the order the broadcasts
-//!   were made (corked broadcasts leave in call order; consecutive ones to
-//!   the same receivers are joined, others are not reordered around them);
+//! * every receiver gets every message once, in the order each publisher
+//!   made its broadcasts (corked broadcasts leave in call order;
+//!   consecutive ones to the same receivers are joined, others are not
+//!   reordered around them; a driver that moves to another worker thread
+//!   delivers what it left corked on the first before its next batch,
+//!   [`catch_up`]);
 //! * the receivers are those on the target *when the broadcast is made*
 //!   (the member list is taken then), so a `join` or `leave` right after a
 //!   broadcast does not change who gets it;
@@ -30,10 +38,12 @@
 //!
 //! What changes: a corked broadcast returns the number of connections it
 //! is addressed to (the target's members, but `except`); one of them that
-//! refuses it at the end of the batch (closed, over its bound) applies its
-//! policy then and is not subtracted. Broadcasts outside a driver's batch
-//! (`app.broadcast` from any task, stream-style handlers, cluster
+//! refuses it when the cork is delivered (closed, over its bound) applies
+//! its policy then and is not subtracted. Broadcasts outside a driver's
+//! batch (`app.broadcast` from any task, stream-style handlers, cluster
 //! deliveries) are queued at once, as before, and return the exact count.
+//! A cork holds at most 1,024 messages or 256 KiB of frames: past either
+//! it is delivered at once.
 //!
 //! Delivery never holds the hub's registry lock: the member list is an
 //! `Arc`'d snapshot ([`crate::hub::Members`]) shared by every broadcast
@@ -41,7 +51,10 @@
 //! broadcasts never wait for a fan-out to finish.
 
 use std::cell::{Cell, RefCell};
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use blaze_proto::{ConnId, PreparedBatch, PreparedMessage};
 
@@ -50,7 +63,7 @@ use crate::hub::{Hub, Members};
 use crate::socket::{ConnInner, ConnShared};
 
 /// Corked messages past which the cork is flushed early (bounds the memory
-/// one handler batch can hold back).
+/// one tick's broadcasts can hold back).
 const MAX_CORKED_MESSAGES: usize = 1024;
 /// Corked frame bytes past which the cork is flushed early: also the most
 /// a joined batch copies.
@@ -61,17 +74,29 @@ const MIN_RECEIVERS_TO_JOIN: usize = 2;
 thread_local! {
     /// A driver is dispatching a batch of events on this thread.
     static ACTIVE: Cell<bool> = const { Cell::new(false) };
-    /// The cork holds broadcasts (a plain flag: the check on every send
+    /// `CORK` may hold broadcasts (a plain flag: the check on every send
     /// is one thread-local load).
     static PENDING: Cell<bool> = const { Cell::new(false) };
-    static CORK: RefCell<Option<Cork>> = const { RefCell::new(None) };
+    /// The cork this thread's drivers add their broadcasts to.
+    static CORK: RefCell<Option<Arc<Cork>>> = const { RefCell::new(None) };
 }
 
-/// The broadcasts held back on this thread, all of one hub.
-struct Cork {
+/// The broadcasts the drivers of one worker thread made during one
+/// scheduler tick, all of one hub. Only that thread adds to it; any thread
+/// may flush it (its flusher task, or a driver that moved to another
+/// thread and must deliver its earlier broadcasts first).
+pub(crate) struct Cork {
+    held: Mutex<Held>,
+}
+
+struct Held {
     hub: Arc<Hub>,
     entries: Vec<Corked>,
     bytes: usize,
+    /// Flushed: nothing more is added (the thread starts a new cork).
+    closed: bool,
+    /// A flusher task is on its way.
+    flush_scheduled: bool,
 }
 
 struct Corked {
@@ -80,9 +105,42 @@ struct Corked {
     prepared: PreparedMessage,
 }
 
-/// Corks the broadcasts made on this thread until it is dropped, which
-/// delivers them. Nested corks do nothing; a panic unwinding through the
-/// holder still delivers.
+impl Cork {
+    fn lock(&self) -> MutexGuard<'_, Held> {
+        // Only our own short sections run under it.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Delivers what the cork holds, once. Delivery happens under the
+    /// cork's lock: the thread that owns it, wanting to add to it or flush
+    /// it meanwhile, waits, so its later broadcasts (in a new cork) cannot
+    /// overtake these.
+    fn flush(&self) {
+        let mut held = self.lock();
+        if held.closed {
+            return;
+        }
+        held.closed = true;
+        let entries = std::mem::take(&mut held.entries);
+        let mut start = 0;
+        while start < entries.len() {
+            let first = &entries[start];
+            let end = start
+                + entries[start..]
+                    .iter()
+                    .take_while(|e| Arc::ptr_eq(&e.members, &first.members) && e.except == first.except)
+                    .count();
+            let run: Vec<PreparedMessage> = entries[start..end].iter().map(|e| e.prepared.clone()).collect();
+            deliver(&held.hub, &first.members, first.except, run);
+            start = end;
+        }
+    }
+}
+
+/// Corks the broadcasts made on this thread while a driver dispatches a
+/// batch. [`CorkGuard::finish`] ends the batch and leaves them corked until
+/// the end of the scheduler tick; dropped without it (a panic unwinding
+/// through the holder), it delivers at once. Nested corks do nothing.
 #[must_use]
 pub(crate) struct CorkGuard {
     outermost: bool,
@@ -94,6 +152,33 @@ pub(crate) fn cork() -> CorkGuard {
     CorkGuard { outermost }
 }
 
+impl CorkGuard {
+    /// Ends the batch. What this thread has corked is delivered by a task
+    /// `spawn` starts, which first lets every task already ready on this
+    /// worker run: the drivers woken by the same poll of the reactor add
+    /// their broadcasts to the same cork, and each receiver takes them all
+    /// at once. Returns the cork this driver's broadcasts may still be
+    /// waiting in, for [`catch_up`].
+    pub(crate) fn finish(mut self, spawn: impl FnOnce(FlushAfterTick)) -> Option<Arc<Cork>> {
+        if !std::mem::take(&mut self.outermost) {
+            return None;
+        }
+        ACTIVE.set(false);
+        if !PENDING.get() {
+            return None;
+        }
+        let cork = CORK.with(|c| c.borrow().clone())?;
+        {
+            let mut held = cork.lock();
+            if held.closed || std::mem::replace(&mut held.flush_scheduled, true) {
+                return (!held.closed).then_some(cork.clone());
+            }
+        }
+        spawn(FlushAfterTick { cork: cork.clone(), yielded: false });
+        Some(cork)
+    }
+}
+
 impl Drop for CorkGuard {
     fn drop(&mut self) {
         if self.outermost {
@@ -103,37 +188,57 @@ impl Drop for CorkGuard {
     }
 }
 
+/// Delivers a cork once the tasks ready before it have run: its first poll
+/// only puts it back at the end of the worker's run queue.
+pub(crate) struct FlushAfterTick {
+    cork: Arc<Cork>,
+    yielded: bool,
+}
+
+impl Future for FlushAfterTick {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !std::mem::replace(&mut self.yielded, true) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.cork.flush();
+        Poll::Ready(())
+    }
+}
+
+/// Called by a driver before its next batch with the cork its previous
+/// batch's broadcasts went to: on another thread's cork (the task moved
+/// between worker threads), they are delivered now, so they stay ahead of
+/// what this batch sends. This thread's own cork keeps its order anyway.
+pub(crate) fn catch_up(previous: &Arc<Cork>) {
+    let ours = CORK.with(|c| c.borrow().as_ref().is_some_and(|c| Arc::ptr_eq(c, previous)));
+    if !ours {
+        previous.flush();
+    }
+}
+
 /// Delivers whatever this thread has corked. Called before any other
 /// operation that must come after them (a direct send, a close, a spawn,
 /// a look at a queue).
 #[inline]
 pub(crate) fn uncork() {
     if PENDING.get() {
-        flush();
+        flush_thread();
     }
 }
 
 #[cold]
-fn flush() {
+fn flush_thread() {
     PENDING.set(false);
-    let Some(cork) = CORK.with(|c| c.borrow_mut().take()) else { return };
-    let entries = cork.entries;
-    let mut start = 0;
-    while start < entries.len() {
-        let first = &entries[start];
-        let end = start
-            + entries[start..]
-                .iter()
-                .take_while(|e| Arc::ptr_eq(&e.members, &first.members) && e.except == first.except)
-                .count();
-        let run: Vec<PreparedMessage> = entries[start..end].iter().map(|e| e.prepared.clone()).collect();
-        deliver(&cork.hub, &first.members, first.except, run);
-        start = end;
+    if let Some(cork) = CORK.with(|c| c.borrow_mut().take()) {
+        cork.flush();
     }
 }
 
 /// Queues `prepared` on `members` but `except` (`except_listed`: it is one
-/// of them), now or, corked, at the end of this thread's batch. Returns how
+/// of them), now or, corked, at the end of this thread's tick. Returns how
 /// many it was queued for (corked: addressed to).
 pub(crate) fn send(
     hub: &Arc<Hub>,
@@ -152,33 +257,48 @@ pub(crate) fn send(
     }
     let addressed = members.len() - usize::from(except_listed);
     let len = prepared.frame().len();
-    let goes_after = |c: &Cork| !Arc::ptr_eq(&c.hub, hub) || c.bytes + len > MAX_CORKED_BYTES;
-    if CORK.with(|c| c.borrow().as_ref().is_some_and(goes_after)) {
-        // Another hub's broadcasts, or no room left: those go first.
-        flush();
-    }
-    let full = CORK.with(|c| {
-        let mut c = c.borrow_mut();
-        let cork = c.get_or_insert_with(|| Cork { hub: hub.clone(), entries: Vec::new(), bytes: 0 });
-        cork.entries.push(Corked { members, except, prepared: prepared.clone() });
-        cork.bytes += len;
-        cork.entries.len() >= MAX_CORKED_MESSAGES || cork.bytes >= MAX_CORKED_BYTES
+    let entry = Corked { members, except, prepared: prepared.clone() };
+    // Added to this thread's cork unless another thread flushed it, it is
+    // another hub's or it has no room left (then it is flushed first).
+    let added = CORK.with(|c| {
+        let slot = c.borrow();
+        let Some(cork) = slot.as_ref() else { return Err(entry) };
+        let mut held = cork.lock();
+        if held.closed || !Arc::ptr_eq(&held.hub, hub) || held.bytes + len > MAX_CORKED_BYTES {
+            return Err(entry);
+        }
+        held.entries.push(entry);
+        held.bytes += len;
+        Ok(held.entries.len() >= MAX_CORKED_MESSAGES || held.bytes >= MAX_CORKED_BYTES)
     });
+    let full = match added {
+        Ok(full) => full,
+        Err(entry) => {
+            uncork();
+            let held =
+                Held { hub: hub.clone(), bytes: len, entries: vec![entry], closed: false, flush_scheduled: false };
+            CORK.with(|c| *c.borrow_mut() = Some(Arc::new(Cork { held: Mutex::new(held) })));
+            len >= MAX_CORKED_BYTES
+        }
+    };
     PENDING.set(true);
     if full {
-        flush();
+        flush_thread();
     }
     addressed
 }
 
 /// Queues a run of broadcasts with the same receivers on each of them, in
-/// order. Returns how many receivers took the first.
+/// order. Returns how many receivers took the first. Runs under a cork's
+/// lock, so it queues with `update`, never `with_conn` (whose uncork could
+/// flush that same cork again).
 fn deliver(hub: &Hub, members: &Members, except: Option<ConnId>, messages: Vec<PreparedMessage>) -> usize {
     let receivers = members.iter().filter(|(id, _)| Some(*id) != except);
     if messages.len() == 1 || members.len() < MIN_RECEIVERS_TO_JOIN {
         let mut first = 0;
         for (i, prepared) in messages.iter().enumerate() {
-            let sent = receivers.clone().filter(|(_, s)| s.send_prepared(prepared).is_ok()).count();
+            let sent =
+                receivers.clone().filter(|(_, s)| s.update(|inner| queue_prepared(inner, prepared)).is_ok()).count();
             hub.record_delivery(prepared, sent);
             if i == 0 {
                 first = sent;
@@ -226,4 +346,114 @@ fn queue_prepared(inner: &mut ConnInner, message: &PreparedMessage) -> Result<()
     let result = inner.conn.send_prepared(message).map_err(SendError::from);
     inner.metrics.sent(&result, inner.conn.is_open());
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use blaze_proto::{Config, Connection, Role};
+
+    use super::*;
+    use crate::info::RequestInfo;
+    use crate::socket::WebSocket;
+
+    /// A registered server connection on `/r` that no driver writes for:
+    /// what is queued on it stays in its outbound queue.
+    fn member(hub: &Arc<Hub>) -> WebSocket {
+        let shared = Arc::new(ConnShared {
+            id: hub.next_id(),
+            info: RequestInfo::new(Arc::from("/r"), "/r", &[], &[], &[], None, None, None),
+            inner: Mutex::new(ConnInner {
+                conn: Connection::new(Role::Server, Config::default(), Instant::now()),
+                driver_waker: None,
+                pending_close: None,
+                pending_abort: false,
+                inbox: None,
+                metrics: Default::default(),
+            }),
+            locals: Mutex::new(Default::default()),
+            hub: Some(hub.clone()),
+            spawner: Arc::new(|_| {}),
+        });
+        hub.register(shared.clone());
+        WebSocket { shared }
+    }
+
+    /// The payloads queued on `ws`, in order (server frames: unmasked
+    /// text frames of fewer than 126 bytes).
+    fn queued(ws: &WebSocket) -> Vec<String> {
+        let inner = ws.shared.lock();
+        let mut slices = [IoSlice::new(&[]); 64];
+        let count = inner.conn.transmit_slices(&mut slices);
+        let bytes: Vec<u8> = slices[..count].iter().flat_map(|s| s.iter().copied()).collect();
+        let mut out = Vec::new();
+        let mut rest = &bytes[..];
+        while rest.len() >= 2 {
+            let len = usize::from(rest[1] & 0x7f);
+            out.push(String::from_utf8(rest[2..2 + len].to_vec()).unwrap());
+            rest = &rest[2 + len..];
+        }
+        out
+    }
+
+    fn poll_once(flusher: &mut FlushAfterTick) -> Poll<()> {
+        let waker = std::task::Waker::noop();
+        Pin::new(flusher).poll(&mut Context::from_waker(waker))
+    }
+
+    #[test]
+    fn a_batchs_broadcasts_wait_for_the_flusher_which_delivers_them_once() {
+        let hub = Arc::new(Hub::default());
+        let receiver = member(&hub);
+        let guard = cork();
+        assert_eq!(hub.broadcast("/r", "one", None).unwrap(), 1);
+        assert_eq!(hub.broadcast("/r", "two", None).unwrap(), 1);
+        let mut flusher = None;
+        let last = guard.finish(|f| flusher = Some(f));
+        assert!(last.is_some());
+        assert!(queued(&receiver).is_empty(), "corked until the tick ends");
+        let mut flusher = flusher.expect("a flusher was spawned");
+        assert!(poll_once(&mut flusher).is_pending(), "it first lets the ready tasks run");
+        assert!(queued(&receiver).is_empty());
+        assert!(poll_once(&mut flusher).is_ready());
+        assert_eq!(queued(&receiver), ["one", "two"]);
+        // Flushed once: this thread's next send finds nothing left.
+        uncork();
+        assert_eq!(queued(&receiver), ["one", "two"]);
+    }
+
+    #[test]
+    fn a_driver_on_another_thread_delivers_its_last_batchs_broadcasts_first() {
+        // A driver's batch broadcasts on one worker thread and ends; its
+        // next batch runs on another before the first thread's flusher.
+        let hub = Arc::new(Hub::default());
+        let receiver = member(&hub);
+        let (last, flusher) = std::thread::scope(|s| {
+            s.spawn(|| {
+                let guard = cork();
+                hub.broadcast("/r", "broadcast first", None).unwrap();
+                let mut flusher = None;
+                let last = guard.finish(|f| flusher = Some(f));
+                (last.expect("corked"), flusher.expect("a flusher was spawned"))
+            })
+            .join()
+            .unwrap()
+        });
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                catch_up(&last);
+                let guard = cork();
+                receiver.send("direct second").unwrap();
+                drop(guard);
+            });
+        });
+        assert_eq!(queued(&receiver), ["broadcast first", "direct second"]);
+        // The first thread's flusher comes late and delivers nothing twice.
+        let mut flusher = flusher;
+        while poll_once(&mut flusher).is_pending() {}
+        assert_eq!(queued(&receiver), ["broadcast first", "direct second"]);
+    }
 }
