@@ -442,7 +442,19 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             }
         }
         let rt = &self.rt;
-        self.last_cork = cork.finish(|flush| rt.spawn_unboxed(flush));
+        self.last_cork = cork.finish(|flush| {
+            let yielder = rt.clone();
+            rt.spawn_unboxed(async move {
+                let mut flush = flush;
+                for _ in 0..crate::fanout::MAX_FLUSH_YIELDS {
+                    yielder.yield_now().await;
+                    if !flush.grew() {
+                        break;
+                    }
+                }
+                flush.run();
+            })
+        });
         progress
     }
 

@@ -5,7 +5,11 @@
 //! is *corked*: it is framed at once and its receivers are looked up at
 //! once, but queueing it on each receiver waits until the end of the
 //! worker thread's scheduler tick: a flusher task is spawned when the
-//! batch ends and first lets every task already ready on the worker run.
+//! batch ends and first lets every task already ready on the worker run,
+//! again while those added broadcasts to the cork (at most
+//! [`MAX_FLUSH_YIELDS`] passes: tokio's mid-tick reactor polls queue
+//! newly read messages behind the flusher, and one pass split a chat
+//! round into a third more writes).
 //! The drivers woken by one poll of the reactor (every client of a chat
 //! room that published at once) thus add their broadcasts to one cork. The
 //! broadcasts of a cork to the same receivers are then joined into one
@@ -51,10 +55,7 @@
 //! broadcasts never wait for a fan-out to finish.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 
 use blaze_proto::{ConnId, PreparedBatch, PreparedMessage};
 
@@ -157,9 +158,9 @@ impl CorkGuard {
     /// `spawn` starts, which first lets every task already ready on this
     /// worker run: the drivers woken by the same poll of the reactor add
     /// their broadcasts to the same cork, and each receiver takes them all
-    /// at once. Returns the cork this driver's broadcasts may still be
+    /// at once. `spawn` is called once per cork. Returns the cork this driver's broadcasts may still be
     /// waiting in, for [`catch_up`].
-    pub(crate) fn finish(mut self, spawn: impl FnOnce(FlushAfterTick)) -> Option<Arc<Cork>> {
+    pub(crate) fn finish(mut self, spawn: impl FnOnce(PendingFlush)) -> Option<Arc<Cork>> {
         if !std::mem::take(&mut self.outermost) {
             return None;
         }
@@ -168,13 +169,14 @@ impl CorkGuard {
             return None;
         }
         let cork = CORK.with(|c| c.borrow().clone())?;
-        {
+        let seen = {
             let mut held = cork.lock();
             if held.closed || std::mem::replace(&mut held.flush_scheduled, true) {
                 return (!held.closed).then_some(cork.clone());
             }
-        }
-        spawn(FlushAfterTick { cork: cork.clone(), yielded: false });
+            held.entries.len()
+        };
+        spawn(PendingFlush { cork: cork.clone(), seen });
         Some(cork)
     }
 }
@@ -188,23 +190,30 @@ impl Drop for CorkGuard {
     }
 }
 
-/// Delivers a cork once the tasks ready before it have run: its first poll
-/// only puts it back at the end of the worker's run queue.
-pub(crate) struct FlushAfterTick {
+/// A cork's delivery, handed to the driver to run in a task of its own
+/// once the runtime has let the tasks ready on this worker run
+/// ([`crate::Runtime::yield_now`]).
+#[must_use]
+pub(crate) struct PendingFlush {
     cork: Arc<Cork>,
-    yielded: bool,
+    seen: usize,
 }
 
-impl Future for FlushAfterTick {
-    type Output = ();
+/// The most times a flusher lets the ready tasks run before delivering.
+pub(crate) const MAX_FLUSH_YIELDS: usize = 4;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if !std::mem::replace(&mut self.yielded, true) {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
+impl PendingFlush {
+    /// Whether broadcasts were added since the last look.
+    pub(crate) fn grew(&mut self) -> bool {
+        let held = self.cork.lock();
+        let now = if held.closed { 0 } else { held.entries.len() };
+        drop(held);
+        std::mem::replace(&mut self.seen, now) < now
+    }
+
+    /// Delivers the cork, unless something flushed it already.
+    pub(crate) fn run(self) {
         self.cork.flush();
-        Poll::Ready(())
     }
 }
 
@@ -399,11 +408,6 @@ mod tests {
         out
     }
 
-    fn poll_once(flusher: &mut FlushAfterTick) -> Poll<()> {
-        let waker = std::task::Waker::noop();
-        Pin::new(flusher).poll(&mut Context::from_waker(waker))
-    }
-
     #[test]
     fn a_batchs_broadcasts_wait_for_the_flusher_which_delivers_them_once() {
         let hub = Arc::new(Hub::default());
@@ -415,10 +419,7 @@ mod tests {
         let last = guard.finish(|f| flusher = Some(f));
         assert!(last.is_some());
         assert!(queued(&receiver).is_empty(), "corked until the tick ends");
-        let mut flusher = flusher.expect("a flusher was spawned");
-        assert!(poll_once(&mut flusher).is_pending(), "it first lets the ready tasks run");
-        assert!(queued(&receiver).is_empty());
-        assert!(poll_once(&mut flusher).is_ready());
+        flusher.expect("a flusher was spawned").run();
         assert_eq!(queued(&receiver), ["one", "two"]);
         // Flushed once: this thread's next send finds nothing left.
         uncork();
@@ -452,8 +453,7 @@ mod tests {
         });
         assert_eq!(queued(&receiver), ["broadcast first", "direct second"]);
         // The first thread's flusher comes late and delivers nothing twice.
-        let mut flusher = flusher;
-        while poll_once(&mut flusher).is_pending() {}
+        flusher.run();
         assert_eq!(queued(&receiver), ["broadcast first", "direct second"]);
     }
 }

@@ -107,13 +107,13 @@ impl Listed {
     /// The connections on `path` (`None`: nobody), and whether `except` is one.
     fn path_list(&mut self, path: &str, except: Option<ConnId>) -> (Option<Members>, bool) {
         let listed = except.is_some_and(|e| self.registry.path_of(e) == Some(path));
-        (cached(&mut self.paths, path, self.registry.path_members(path)), listed)
+        (cached(&mut self.paths, path, || self.registry.path_members(path)), listed)
     }
 
     /// The members of `topic`, and whether `except` is one.
     fn topic_list(&mut self, topic: &str, except: Option<ConnId>) -> (Option<Members>, bool) {
         let listed = except.is_some_and(|e| self.registry.topics_of(e).any(|t| t == topic));
-        (cached(&mut self.topics, topic, self.registry.topic_members(topic)), listed)
+        (cached(&mut self.topics, topic, || self.registry.topic_members(topic)), listed)
     }
 
     /// Every connection, and whether `except` is one.
@@ -127,16 +127,17 @@ impl Listed {
 }
 
 /// The list cached under `key`, or one built from `members` (and cached,
-/// unless nobody is there).
-fn cached<'a>(
+/// unless nobody is there). `members` is called only on a miss: looking
+/// the members up is a second hash of the key.
+fn cached<'a, I: Iterator<Item = (ConnId, &'a Arc<ConnShared>)>>(
     cache: &mut HashMap<String, Members>,
     key: &str,
-    members: impl Iterator<Item = (ConnId, &'a Arc<ConnShared>)>,
+    members: impl FnOnce() -> I,
 ) -> Option<Members> {
     if let Some(listed) = cache.get(key) {
         return Some(listed.clone());
     }
-    let built = list(members)?;
+    let built = list(members())?;
     cache.insert(key.to_owned(), built.clone());
     Some(built)
 }
@@ -375,18 +376,20 @@ impl Hub {
     }
 
     /// Queues `message` on every connection on `path` (but `except`);
-    /// `path` is normalized like request paths (`/chat/` is `/chat`).
+    /// `path` is already normalized like request paths (`/chat/` is
+    /// `/chat`): a connection's own path is, and `App::broadcast`
+    /// normalizes what it is given.
     pub(crate) fn broadcast(
         self: &Arc<Self>,
         path: &str,
         message: impl IntoPrepared,
         except: Option<ConnId>,
     ) -> Result<usize, SendError> {
-        let path = normalize_path(path);
+        debug_assert_eq!(normalize_path(path), path);
         let prepared = self.prepare(message)?;
-        let sent = self.deliver_local_path(&path, &prepared, except);
+        let sent = self.deliver_local_path(path, &prepared, except);
         if let Some(backplane) = self.backplane() {
-            cluster::forward(&**backplane, Target::Path(path.into_owned()), &prepared);
+            cluster::forward(&**backplane, Target::Path(path.to_owned()), &prepared);
         }
         Ok(sent)
     }

@@ -182,8 +182,19 @@ impl<'a> Iterator for Fields<'a> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
-        let colon = self.rest.find(':')?;
-        let len: usize = self.rest[..colon].parse().ok()?;
+        // The length's digits read by hand: `ws.path()` runs this on every
+        // broadcast, and `find` + `parse` cost ~200 instructions a field.
+        let bytes = self.rest.as_bytes();
+        let mut len = 0usize;
+        let mut colon = 0;
+        loop {
+            match *bytes.get(colon)? {
+                b':' if colon > 0 => break,
+                d @ b'0'..=b'9' => len = len.checked_mul(10)?.checked_add(usize::from(d - b'0'))?,
+                _ => return None,
+            }
+            colon += 1;
+        }
         let end = (colon + 1).checked_add(len)?;
         let field = self.rest.get(colon + 1..end)?;
         self.rest = &self.rest[end..];
