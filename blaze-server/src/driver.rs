@@ -110,6 +110,8 @@ pub(crate) struct Driver<R: Runtime, T: Transport> {
     phase: Phase,
     /// Where the last batch's broadcasts may still wait (`fanout::catch_up`).
     last_cork: Option<Arc<crate::fanout::Cork>>,
+    /// The cork this driver delivers after yielding (its batch opened it).
+    cork_delivery: Option<crate::fanout::PendingFlush>,
     stats: crate::metrics::ConnStats,
     /// Dropped with the driver: unregisters the connection (server side).
     _release: Option<Release>,
@@ -196,6 +198,7 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             flush_pending: false,
             phase: Phase::Opening,
             last_cork: None,
+            cork_delivery: None,
             stats: crate::metrics::ConnStats::new(release.is_some()),
             _release: release,
         }
@@ -238,6 +241,17 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
     }
 
     fn poll_connection(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(delivery) = &mut self.cork_delivery {
+            // Polled again after yielding with a cork to deliver (see
+            // `fanout`): once more while other drivers still add to it.
+            if !delivery.after_yield() {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if let Some(delivery) = self.cork_delivery.take() {
+                delivery.run();
+            }
+        }
         for _ in 0..ROUNDS_PER_POLL {
             let now = self.rt.now();
             let mut progress = self.apply_commands_and_timers(cx, now);
@@ -252,6 +266,9 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                 // never returned `None`. Found by sim-tests' shutdown
                 // simulation (a stalled client writing after a reset).
                 self.dispatch_events(now);
+                if let Some(delivery) = self.cork_delivery.take() {
+                    delivery.run();
+                }
                 return Poll::Ready(());
             }
             if self.enforce_driver_deadlines(now) {
@@ -262,7 +279,14 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
             }
             match self.poll_sleep(cx, now) {
                 Poll::Ready(()) => continue,
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if self.cork_delivery.is_some() {
+                        // Yield: the tasks ready on this worker run before
+                        // the cork is delivered.
+                        cx.waker().wake_by_ref();
+                    }
+                    return Poll::Pending;
+                }
             }
         }
         // Budget spent with input still coming: yield, and come back.
@@ -441,20 +465,11 @@ impl<R: Runtime, T: Transport> Driver<R, T> {
                 _ => {}
             }
         }
-        let rt = &self.rt;
-        self.last_cork = cork.finish(|flush| {
-            let yielder = rt.clone();
-            rt.spawn_unboxed(async move {
-                let mut flush = flush;
-                for _ in 0..crate::fanout::MAX_FLUSH_YIELDS {
-                    yielder.yield_now().await;
-                    if !flush.grew() {
-                        break;
-                    }
-                }
-                flush.run();
-            })
-        });
+        let (last_cork, delivery) = cork.finish();
+        self.last_cork = last_cork;
+        if delivery.is_some() {
+            self.cork_delivery = delivery;
+        }
         progress
     }
 

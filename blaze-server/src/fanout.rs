@@ -4,12 +4,15 @@
 //! its handler (one read's worth of messages, `Driver::dispatch_events`)
 //! is *corked*: it is framed at once and its receivers are looked up at
 //! once, but queueing it on each receiver waits until the end of the
-//! worker thread's scheduler tick: a flusher task is spawned when the
-//! batch ends and first lets every task already ready on the worker run,
-//! again while those added broadcasts to the cork (at most
-//! [`MAX_FLUSH_YIELDS`] passes: tokio's mid-tick reactor polls queue
-//! newly read messages behind the flusher, and one pass split a chat
-//! round into a third more writes).
+//! worker thread's scheduler tick: the driver whose batch opened the cork
+//! yields when its batch ends (it wakes itself, which queues it behind
+//! every task already ready on the worker), again while those added
+//! broadcasts to the cork (at most [`MAX_FLUSH_YIELDS`] passes: tokio's
+//! mid-tick reactor polls queue newly read messages behind it, and one
+//! pass split a chat round into a third more writes), and then delivers
+//! the cork ([`PendingFlush`]). No task is spawned for it: a lone
+//! publisher pays one extra poll of its own driver, which then writes
+//! its own copy of the broadcast in the same poll.
 //! The drivers woken by one poll of the reactor (every client of a chat
 //! room that published at once) thus add their broadcasts to one cork. The
 //! broadcasts of a cork to the same receivers are then joined into one
@@ -84,7 +87,7 @@ thread_local! {
 
 /// The broadcasts the drivers of one worker thread made during one
 /// scheduler tick, all of one hub. Only that thread adds to it; any thread
-/// may flush it (its flusher task, or a driver that moved to another
+/// may flush it (the driver that owes its delivery, or one that moved to another
 /// thread and must deliver its earlier broadcasts first).
 pub(crate) struct Cork {
     held: Mutex<Held>,
@@ -96,7 +99,7 @@ struct Held {
     bytes: usize,
     /// Flushed: nothing more is added (the thread starts a new cork).
     closed: bool,
-    /// A flusher task is on its way.
+    /// A driver owes its delivery ([`PendingFlush`]).
     flush_scheduled: bool,
 }
 
@@ -154,30 +157,35 @@ pub(crate) fn cork() -> CorkGuard {
 }
 
 impl CorkGuard {
-    /// Ends the batch. What this thread has corked is delivered by a task
-    /// `spawn` starts, which first lets every task already ready on this
-    /// worker run: the drivers woken by the same poll of the reactor add
-    /// their broadcasts to the same cork, and each receiver takes them all
-    /// at once. `spawn` is called once per cork. Returns the cork this driver's broadcasts may still be
-    /// waiting in, for [`catch_up`].
-    pub(crate) fn finish(mut self, spawn: impl FnOnce(PendingFlush)) -> Option<Arc<Cork>> {
+    /// Ends the batch, leaving what this thread has corked in the cork.
+    /// Returns the cork this driver's broadcasts may still be waiting in,
+    /// for [`catch_up`], and, when this batch is the cork's first to end,
+    /// its delivery: the caller yields (lets every task already ready on
+    /// this worker run, so the drivers woken by the same poll of the
+    /// reactor add their broadcasts to the same cork and each receiver
+    /// takes them all at once) and then delivers it.
+    pub(crate) fn finish(mut self) -> (Option<Arc<Cork>>, Option<PendingFlush>) {
         if !std::mem::take(&mut self.outermost) {
-            return None;
+            return (None, None);
         }
         ACTIVE.set(false);
         if !PENDING.get() {
-            return None;
+            return (None, None);
         }
-        let cork = CORK.with(|c| c.borrow().clone())?;
-        let seen = {
-            let mut held = cork.lock();
-            if held.closed || std::mem::replace(&mut held.flush_scheduled, true) {
-                return (!held.closed).then_some(cork.clone());
-            }
-            held.entries.len()
-        };
-        spawn(PendingFlush { cork: cork.clone(), seen });
-        Some(cork)
+        let Some(cork) = CORK.with(|c| c.borrow().clone()) else { return (None, None) };
+        let mut held = cork.lock();
+        if held.closed {
+            drop(held);
+            forget(&cork);
+            return (None, None);
+        }
+        if std::mem::replace(&mut held.flush_scheduled, true) {
+            drop(held);
+            return (Some(cork), None);
+        }
+        let seen = held.entries.len();
+        drop(held);
+        (Some(cork.clone()), Some(PendingFlush { cork, seen, yields: 0 }))
     }
 }
 
@@ -190,30 +198,62 @@ impl Drop for CorkGuard {
     }
 }
 
-/// A cork's delivery, handed to the driver to run in a task of its own
-/// once the runtime has let the tasks ready on this worker run
-/// ([`crate::Runtime::yield_now`]).
+/// A cork's delivery, owed by the driver whose batch opened it: the
+/// driver yields, calls [`PendingFlush::after_yield`] when polled again
+/// and delivers once that says so. Dropped (the driver ended first), it
+/// delivers at once: the other drivers' broadcasts in it are not lost.
 #[must_use]
 pub(crate) struct PendingFlush {
     cork: Arc<Cork>,
+    /// Broadcasts in the cork at the last look.
     seen: usize,
+    yields: usize,
 }
 
-/// The most times a flusher lets the ready tasks run before delivering.
+/// The most times a driver lets the ready tasks run before delivering its
+/// cork.
 pub(crate) const MAX_FLUSH_YIELDS: usize = 4;
 
 impl PendingFlush {
-    /// Whether broadcasts were added since the last look.
-    pub(crate) fn grew(&mut self) -> bool {
+    /// Called after each yield: whether to deliver now (nothing was added
+    /// to the cork during that pass, or this was the last pass allowed).
+    pub(crate) fn after_yield(&mut self) -> bool {
+        self.yields += 1;
         let held = self.cork.lock();
         let now = if held.closed { 0 } else { held.entries.len() };
         drop(held);
-        std::mem::replace(&mut self.seen, now) < now
+        let grew = std::mem::replace(&mut self.seen, now) < now;
+        !grew || self.yields >= MAX_FLUSH_YIELDS
     }
 
     /// Delivers the cork, unless something flushed it already.
     pub(crate) fn run(self) {
+        drop(self);
+    }
+}
+
+impl Drop for PendingFlush {
+    fn drop(&mut self) {
         self.cork.flush();
+        forget(&self.cork);
+    }
+}
+
+/// Drops this thread's hold on `cork` once it is delivered, so that the
+/// thread's next sends and batches do not each look into a closed cork
+/// (a mutex lock and an `Arc` clone on every driver round: callgrind on
+/// a chat-room run, ~1,100 instructions per message).
+fn forget(cork: &Arc<Cork>) {
+    let ours = CORK.with(|c| {
+        let Ok(mut slot) = c.try_borrow_mut() else { return false };
+        let ours = slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, cork));
+        if ours {
+            *slot = None;
+        }
+        ours
+    });
+    if ours {
+        PENDING.set(false);
     }
 }
 
@@ -409,17 +449,16 @@ mod tests {
     }
 
     #[test]
-    fn a_batchs_broadcasts_wait_for_the_flusher_which_delivers_them_once() {
+    fn a_batchs_broadcasts_wait_for_its_delivery_which_comes_once() {
         let hub = Arc::new(Hub::default());
         let receiver = member(&hub);
         let guard = cork();
         assert_eq!(hub.broadcast("/r", "one", None).unwrap(), 1);
         assert_eq!(hub.broadcast("/r", "two", None).unwrap(), 1);
-        let mut flusher = None;
-        let last = guard.finish(|f| flusher = Some(f));
+        let (last, flusher) = guard.finish();
         assert!(last.is_some());
         assert!(queued(&receiver).is_empty(), "corked until the tick ends");
-        flusher.expect("a flusher was spawned").run();
+        flusher.expect("this batch owes the delivery").run();
         assert_eq!(queued(&receiver), ["one", "two"]);
         // Flushed once: this thread's next send finds nothing left.
         uncork();
@@ -429,16 +468,15 @@ mod tests {
     #[test]
     fn a_driver_on_another_thread_delivers_its_last_batchs_broadcasts_first() {
         // A driver's batch broadcasts on one worker thread and ends; its
-        // next batch runs on another before the first thread's flusher.
+        // next batch runs on another before the first's delivery.
         let hub = Arc::new(Hub::default());
         let receiver = member(&hub);
         let (last, flusher) = std::thread::scope(|s| {
             s.spawn(|| {
                 let guard = cork();
                 hub.broadcast("/r", "broadcast first", None).unwrap();
-                let mut flusher = None;
-                let last = guard.finish(|f| flusher = Some(f));
-                (last.expect("corked"), flusher.expect("a flusher was spawned"))
+                let (last, flusher) = guard.finish();
+                (last.expect("corked"), flusher.expect("this batch owes the delivery"))
             })
             .join()
             .unwrap()
@@ -452,7 +490,7 @@ mod tests {
             });
         });
         assert_eq!(queued(&receiver), ["broadcast first", "direct second"]);
-        // The first thread's flusher comes late and delivers nothing twice.
+        // The first driver's delivery comes late and delivers nothing twice.
         flusher.run();
         assert_eq!(queued(&receiver), ["broadcast first", "direct second"]);
     }

@@ -36,26 +36,6 @@ pub trait Runtime: Clone + Send + Sync + Unpin + 'static {
     {
         self.spawn(Box::pin(future));
     }
-    /// Lets the tasks ready on this worker run before the caller goes on.
-    /// The fan-out delivers the broadcasts of a scheduler tick after it
-    /// (`fanout`), so what it lets in first decides how many publishers'
-    /// broadcasts each receiver takes at once. The default yields once:
-    /// the task wakes itself and goes to the back of the run queue (tokio
-    /// and async-std both queue a self-woken task last). Tokio's own
-    /// `tokio::task::yield_now` was measured worse for this: its deferred
-    /// tasks are woken into the LIFO slot after a reactor poll, ahead of
-    /// the drivers that poll woke, and every flush cost an extra
-    /// `epoll_wait` (chat-32: twice the epolls, a quarter more writes).
-    fn yield_now(&self) -> impl Future<Output = ()> + Send {
-        let mut yielded = false;
-        std::future::poll_fn(move |cx| {
-            if std::mem::replace(&mut yielded, true) {
-                return Poll::Ready(());
-            }
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        })
-    }
 }
 
 /// A byte stream: TCP, TLS, a Unix socket or a simulated connection.
