@@ -12,7 +12,11 @@
 //! pass split a chat round into a third more writes), and then delivers
 //! the cork ([`PendingFlush`]). No task is spawned for it: a lone
 //! publisher pays one extra poll of its own driver, which then writes
-//! its own copy of the broadcast in the same poll.
+//! its own copy of the broadcast in the same poll. A self-wake, not
+//! `tokio::task::yield_now`: tokio wakes its deferred tasks into the LIFO
+//! slot after a reactor poll, ahead of the drivers that poll woke, and
+//! each flush then cost an extra `epoll_wait` (chat-32: twice the epolls,
+//! a quarter more writes).
 //! The drivers woken by one poll of the reactor (every client of a chat
 //! room that published at once) thus add their broadcasts to one cork. The
 //! broadcasts of a cork to the same receivers are then joined into one
